@@ -1,0 +1,20 @@
+//! The per-core runtime under corecast's shards.
+//!
+//! Everything here is mechanism, not policy: how a thread is pinned, how its io_uring is set
+//! up, how an idle connection avoids owning a read buffer (provided-buffer rings), and how
+//! shards hand each other work without locks (the SPSC mesh with sleep-aware wake-ups).
+//! The broker decides what flows through these pieces.
+
+pub mod affinity;
+pub mod bufring;
+pub mod clock;
+pub mod listener;
+pub mod mesh;
+pub mod spsc;
+pub mod uring;
+
+pub use affinity::{parse_core_list, process_cpus, AffinityError};
+pub use bufring::BufRing;
+pub use mesh::{Mesh, MeshEndpoint, WakeFlag};
+pub use spsc::{channel, Consumer, Producer};
+pub use uring::{RingFeatures, UringBuilder};
