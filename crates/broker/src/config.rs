@@ -1,0 +1,88 @@
+//! Every limit a shard enforces, in one place, with the default and the reason for it.
+
+use std::net::SocketAddr;
+
+/// What to do when a subscriber's queued bytes would pass `max_pending_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Close the connection (the NATS default): the client learns it fell behind and can
+    /// reconnect, and the broker frees its queue at once.
+    Disconnect,
+    /// Drop the newest message for that client only and keep the connection.
+    Drop,
+}
+
+impl std::str::FromStr for SlowConsumerPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disconnect" => Ok(Self::Disconnect),
+            "drop" => Ok(Self::Drop),
+            other => Err(format!("expected disconnect or drop, got {other:?}")),
+        }
+    }
+}
+
+/// Configuration shared by all shards (cloned into each).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// CPUs to pin shards to, one shard each.
+    pub cpus: Vec<usize>,
+    /// RESP listener address (port 0 picks one; every shard then binds the same port).
+    pub resp_listen: SocketAddr,
+    /// HTTP listener address (stats now; WebSocket/SSE later).
+    pub http_listen: SocketAddr,
+    /// Open client connections across all shards. Each costs a file descriptor and a slab
+    /// slot; past it new RESP clients get Redis's "max number of clients reached".
+    pub max_connections: usize,
+    /// Bytes queued for one connection before the slow-consumer policy applies. 8 MiB
+    /// absorbs a burst of thousands of messages; frames are shared, so N slow subscribers
+    /// cost N queue entries, not N copies.
+    pub max_pending_bytes: usize,
+    /// Slow-consumer policy.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Frames of at least this many bytes go out with SEND_ZC (see docs/benchmarks.md).
+    pub zerocopy_threshold: usize,
+    /// Largest bulk string (channel or payload) accepted from a client.
+    pub max_bulk_len: usize,
+    /// Largest unparsed input held for one connection (one command plus slack).
+    pub max_unparsed_bytes: usize,
+    /// Capacity of each SPSC ring between two shards, in messages.
+    pub ring_capacity: usize,
+    /// Bytes in one SENDMSG batch.
+    pub max_send_batch_bytes: usize,
+    /// PUBLISH commands of one connection waiting for a remote owner's answer before the
+    /// connection's input is paused (bounds the per-connection reply slots).
+    pub max_inflight_publishes: usize,
+    /// Provided receive buffers per shard and their size.
+    pub recv_buffers: u16,
+    /// Size of each provided receive buffer.
+    pub recv_buffer_size: usize,
+    /// How long shutdown waits for queued frames to drain.
+    pub shutdown_timeout_ms: u64,
+    /// Period of the per-shard stats snapshot.
+    pub stats_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            cpus: vec![0],
+            resp_listen: "127.0.0.1:6379".parse().expect("literal address"),
+            http_listen: "127.0.0.1:8080".parse().expect("literal address"),
+            max_connections: 10_000,
+            max_pending_bytes: 8 << 20,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            zerocopy_threshold: 64 << 10,
+            max_bulk_len: 1 << 20,
+            max_unparsed_bytes: (1 << 20) + (64 << 10),
+            ring_capacity: 4096,
+            max_send_batch_bytes: 1 << 20,
+            max_inflight_publishes: 1024,
+            recv_buffers: 512,
+            recv_buffer_size: 16 << 10,
+            shutdown_timeout_ms: 2000,
+            stats_interval_ms: 100,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! One client connection as a shard sees it.
+
+use bytes::Bytes;
+use indexmap::IndexSet;
+
+use crate::outbound::Outbound;
+use crate::tables::ConnRef;
+
+/// Which front-end speaks on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Redis protocol (RESP2).
+    Resp,
+    /// HTTP/1.1 (stats now; WebSocket and SSE later).
+    Http,
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Serving.
+    Open,
+    /// Input is ignored; close once everything queued has been sent (QUIT, errors).
+    CloseAfterFlush,
+    /// Shut down; waiting for in-flight operations before the fd is closed.
+    Closing,
+}
+
+/// Subscription state of a RESP connection. Insertion order is kept, so UNSUBSCRIBE without
+/// arguments answers in a stable order.
+#[derive(Debug, Default)]
+pub struct RespState {
+    /// Classic channels.
+    pub channels: IndexSet<Bytes, ahash::RandomState>,
+    /// Patterns.
+    pub patterns: IndexSet<Bytes, ahash::RandomState>,
+    /// Sharded channels.
+    pub schannels: IndexSet<Bytes, ahash::RandomState>,
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+}
+
+impl RespState {
+    /// Channels + patterns: the count Redis reports in (un)subscribe replies.
+    pub fn classic_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Whether the connection is in RESP2 subscribed mode.
+    pub fn subscribed(&self) -> bool {
+        self.classic_count() + self.schannels.len() > 0
+    }
+}
+
+/// iovecs and msghdr of one in-flight SENDMSG; boxed so their addresses stay put while the
+/// kernel reads them, and pooled by the shard so a send allocates nothing after warm-up.
+pub struct SendBuf {
+    /// The iovecs (pointing into queued frames).
+    pub iov: Vec<libc::iovec>,
+    /// The header pointing at `iov`.
+    pub msg: libc::msghdr,
+}
+
+impl Default for SendBuf {
+    fn default() -> Self {
+        Self {
+            iov: Vec::new(),
+            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+            msg: unsafe { std::mem::zeroed() },
+        }
+    }
+}
+
+/// A connection in the shard's slab.
+pub struct Conn {
+    /// Socket.
+    pub fd: i32,
+    /// Generation (see [`ConnRef`]).
+    pub gen: u32,
+    /// Front-end.
+    pub proto: Protocol,
+    /// Life-cycle state.
+    pub life: Life,
+    /// Bytes received but not yet parsed (empty, and unallocated, for idle connections).
+    pub inbuf: Vec<u8>,
+    /// Outbound queue.
+    pub out: Outbound,
+    /// A multishot receive is armed.
+    pub recv_armed: bool,
+    /// A cancel of the receive has been requested (input paused).
+    pub recv_cancelling: bool,
+    /// A send is in flight (at most one).
+    pub send_inflight: bool,
+    /// Zero-copy notifications outstanding, with the frames they keep alive.
+    pub zc_frames: std::collections::VecDeque<Bytes>,
+    /// When the in-flight send was submitted.
+    pub send_submit_ns: u64,
+    /// Bytes in the in-flight send.
+    pub send_bytes: usize,
+    /// The in-flight SENDMSG's iovecs (None between sends; returned to the shard's pool).
+    pub send_buf: Option<Box<SendBuf>>,
+    /// In the shard's dirty list.
+    pub dirty: bool,
+    /// In the shard's stalled list (input waits for a reason to clear).
+    pub stalled: bool,
+    /// Counted in the global connection count.
+    pub counted: bool,
+    /// CLIENT ID / HELLO id: unique for the process's life (shard in the top 16 bits).
+    pub client_id: u64,
+    /// RESP state (boxed: most of a subscriber's footprint, absent for HTTP).
+    pub resp: Box<RespState>,
+}
+
+impl Conn {
+    /// A fresh connection.
+    pub fn new(fd: i32, gen: u32, proto: Protocol) -> Self {
+        Self {
+            fd,
+            gen,
+            proto,
+            life: Life::Open,
+            inbuf: Vec::new(),
+            out: Outbound::default(),
+            recv_armed: false,
+            recv_cancelling: false,
+            send_inflight: false,
+            zc_frames: Default::default(),
+            send_submit_ns: 0,
+            send_bytes: 0,
+            send_buf: None,
+            dirty: false,
+            stalled: false,
+            counted: false,
+            client_id: 0,
+            resp: Box::default(),
+        }
+    }
+
+    /// This connection's reference given its slab key.
+    pub fn at(&self, key: usize) -> ConnRef {
+        ConnRef {
+            key: key as u32,
+            gen: self.gen,
+        }
+    }
+
+    /// No operation of the kernel still refers to this connection's fd or buffers.
+    pub fn quiescent(&self) -> bool {
+        !self.recv_armed && !self.send_inflight && self.zc_frames.is_empty()
+    }
+}

@@ -1,0 +1,15 @@
+//! corecast's broker: shards, the channel table, interest, fan-out, outbound queues, stats.
+//!
+//! [`launch`] starts one pinned shard per CPU and returns once every shard listens.
+
+pub mod config;
+pub mod conn;
+pub mod launch;
+pub mod msg;
+pub mod outbound;
+pub mod shard;
+pub mod stats;
+pub mod tables;
+
+pub use config::{BrokerConfig, SlowConsumerPolicy};
+pub use launch::{launch, Running};

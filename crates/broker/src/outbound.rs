@@ -1,0 +1,259 @@
+//! A connection's outbound queue: shared pre-encoded frames, the connection's own replies,
+//! and reply slots held open until another shard answers.
+//!
+//! Order is the contract: bytes leave in the order they were queued, and nothing behind a
+//! held slot is sent before the slot is filled.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+/// One queued item.
+#[derive(Debug)]
+enum Item {
+    /// Bytes to send, with the publish timestamp they carry (0 for plain replies).
+    Frame { bytes: Bytes, ts_ns: u64 },
+    /// A reply that another shard must complete first (the pending slot id).
+    Held(u32),
+}
+
+/// The queue. Frames are `Bytes` handles, so a frame fanned out to a thousand subscribers is
+/// stored once.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    items: VecDeque<Item>,
+    /// Replies written since the last frame, sealed into one frame before anything else queues.
+    replies: BytesMut,
+    /// Bytes of the front frame already sent.
+    head_offset: usize,
+    /// Bytes queued and not yet sent (frames + open replies - head_offset).
+    queued_bytes: usize,
+    held: usize,
+}
+
+/// What the send path may put in one submission.
+pub struct Batch {
+    /// Number of iovecs filled.
+    pub iovecs: usize,
+    /// Bytes covered.
+    pub bytes: usize,
+    /// Oldest publish timestamp among the frames (0 if none).
+    pub oldest_ts_ns: u64,
+}
+
+impl Outbound {
+    /// Bytes waiting to be sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Reply slots waiting for another shard.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Whether nothing at all is queued (no bytes, no held slots).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.replies.is_empty()
+    }
+
+    /// Appends reply bytes produced by this connection's own commands.
+    pub fn reply(&mut self, bytes: &[u8]) {
+        self.replies.extend_from_slice(bytes);
+        self.queued_bytes += bytes.len();
+    }
+
+    /// Gives access to the open reply buffer for in-place encoding; the caller must report the
+    /// bytes it added with [`Outbound::replied`].
+    pub fn reply_buf(&mut self) -> &mut BytesMut {
+        &mut self.replies
+    }
+
+    /// Accounts `n` bytes written directly into [`Outbound::reply_buf`].
+    pub fn replied(&mut self, n: usize) {
+        self.queued_bytes += n;
+    }
+
+    fn seal(&mut self) {
+        if !self.replies.is_empty() {
+            let bytes = self.replies.split().freeze();
+            self.items.push_back(Item::Frame { bytes, ts_ns: 0 });
+        }
+    }
+
+    /// Appends a shared frame.
+    pub fn push_frame(&mut self, bytes: Bytes, ts_ns: u64) {
+        self.seal();
+        self.queued_bytes += bytes.len();
+        self.items.push_back(Item::Frame { bytes, ts_ns });
+    }
+
+    /// Appends a slot that [`Outbound::fill`] completes later.
+    pub fn push_held(&mut self, slot: u32) {
+        self.seal();
+        self.held += 1;
+        self.items.push_back(Item::Held(slot));
+    }
+
+    /// Completes held slot `slot` with `bytes`. Returns false if the slot is not queued.
+    pub fn fill(&mut self, slot: u32, bytes: Bytes) -> bool {
+        for item in self.items.iter_mut() {
+            if matches!(item, Item::Held(s) if *s == slot) {
+                self.queued_bytes += bytes.len();
+                *item = Item::Frame { bytes, ts_ns: 0 };
+                self.held -= 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops everything queued (the connection is closing). Frames in flight are the caller's
+    /// to keep alive: call this only when no send is in flight.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.replies.clear();
+        self.head_offset = 0;
+        self.queued_bytes = 0;
+        self.held = 0;
+    }
+
+    /// The first sendable frame's remaining bytes, if it is at least `min_len` long and
+    /// would go out alone (zero-copy candidates).
+    pub fn front_large(&mut self, min_len: usize) -> Option<(Bytes, usize)> {
+        if self.items.front().is_none() {
+            self.seal();
+        }
+        match self.items.front() {
+            Some(Item::Frame { bytes, .. }) if bytes.len() - self.head_offset >= min_len => {
+                Some((bytes.clone(), self.head_offset))
+            }
+            _ => None,
+        }
+    }
+
+    /// Fills `iov` with the sendable prefix of the queue, up to `max_iov` entries and
+    /// `max_bytes` bytes (at least one frame if any is sendable).
+    pub fn gather(&mut self, iov: &mut Vec<libc::iovec>, max_iov: usize, max_bytes: usize) -> Batch {
+        self.seal();
+        iov.clear();
+        let mut batch = Batch {
+            iovecs: 0,
+            bytes: 0,
+            oldest_ts_ns: 0,
+        };
+        for (i, item) in self.items.iter().enumerate() {
+            let Item::Frame { bytes, ts_ns } = item else { break };
+            let skip = if i == 0 { self.head_offset } else { 0 };
+            let len = bytes.len() - skip;
+            if batch.iovecs > 0 && (batch.iovecs >= max_iov || batch.bytes + len > max_bytes) {
+                break;
+            }
+            if len > 0 {
+                iov.push(libc::iovec {
+                    iov_base: bytes[skip..].as_ptr() as *mut libc::c_void,
+                    iov_len: len,
+                });
+                batch.iovecs += 1;
+                batch.bytes += len;
+            }
+            if *ts_ns != 0 && (batch.oldest_ts_ns == 0 || *ts_ns < batch.oldest_ts_ns) {
+                batch.oldest_ts_ns = *ts_ns;
+            }
+        }
+        batch
+    }
+
+    /// Whether the front of the queue holds bytes that can be sent now.
+    pub fn sendable(&self) -> bool {
+        matches!(self.items.front(), Some(Item::Frame { .. })) || (self.items.is_empty() && !self.replies.is_empty())
+    }
+
+    /// Marks `n` bytes as sent from the front.
+    pub fn advance(&mut self, mut n: usize) {
+        debug_assert!(n <= self.queued_bytes);
+        self.queued_bytes -= n.min(self.queued_bytes);
+        while n > 0 {
+            let Some(Item::Frame { bytes, .. }) = self.items.front() else {
+                debug_assert!(false, "advanced past the sendable prefix");
+                return;
+            };
+            let left = bytes.len() - self.head_offset;
+            if n >= left {
+                n -= left;
+                self.head_offset = 0;
+                self.items.pop_front();
+            } else {
+                self.head_offset += n;
+                n = 0;
+            }
+        }
+        // Zero-length frames (filled with nothing) are skipped eagerly.
+        while matches!(self.items.front(), Some(Item::Frame { bytes, .. }) if bytes.is_empty()) {
+            self.items.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(o: &mut Outbound) -> Vec<u8> {
+        let mut iov = Vec::new();
+        let b = o.gather(&mut iov, 1024, usize::MAX);
+        let mut v = Vec::new();
+        for i in &iov {
+            // SAFETY: the iovecs point into frames still owned by `o`.
+            v.extend_from_slice(unsafe { std::slice::from_raw_parts(i.iov_base as *const u8, i.iov_len) });
+        }
+        assert_eq!(v.len(), b.bytes);
+        v
+    }
+
+    #[test]
+    fn replies_and_frames_keep_their_order() {
+        let mut o = Outbound::default();
+        o.reply(b"a");
+        o.reply(b"b");
+        o.push_frame(Bytes::from_static(b"F"), 5);
+        o.reply(b"c");
+        assert_eq!(collect(&mut o), b"abFc");
+        assert_eq!(o.queued_bytes(), 4);
+    }
+
+    #[test]
+    fn held_slots_block_what_follows_until_filled() {
+        let mut o = Outbound::default();
+        o.reply(b"1");
+        o.push_held(7);
+        o.reply(b"3");
+        assert_eq!(collect(&mut o), b"1");
+        o.advance(1);
+        assert!(!o.sendable());
+        assert!(o.fill(7, Bytes::from_static(b"2")));
+        assert_eq!(collect(&mut o), b"23");
+    }
+
+    #[test]
+    fn partial_sends_resume_mid_frame() {
+        let mut o = Outbound::default();
+        o.push_frame(Bytes::from_static(b"hello"), 1);
+        o.push_frame(Bytes::from_static(b"world"), 2);
+        o.advance(3);
+        assert_eq!(collect(&mut o), b"loworld");
+        o.advance(7);
+        assert!(o.is_empty());
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn gather_respects_the_byte_cap_but_sends_at_least_one_frame() {
+        let mut o = Outbound::default();
+        o.push_frame(Bytes::from(vec![1u8; 100]), 1);
+        o.push_frame(Bytes::from(vec![2u8; 100]), 1);
+        let mut iov = Vec::new();
+        let b = o.gather(&mut iov, 1024, 50);
+        assert_eq!((b.iovecs, b.bytes), (1, 100));
+    }
+}

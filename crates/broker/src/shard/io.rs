@@ -1,0 +1,493 @@
+//! Completions and submissions: accept, receive, send (batched and zero-copy), close.
+
+use std::sync::atomic::Ordering;
+
+use io_uring::{cqueue, opcode, squeue, types};
+
+use super::{token, Shard, MAX_IOV, PAUSED_INPUT_BYTES};
+use crate::config::SlowConsumerPolicy;
+use crate::conn::{Conn, Life, Protocol};
+use crate::stats::Latencies;
+
+impl Shard {
+    /// Takes every available completion and dispatches it.
+    pub(super) fn reap(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &cqes {
+            let (kind, key, gen) = token::split(ud);
+            match kind {
+                token::ACCEPT => self.on_accept(key as usize, res, flags),
+                token::RECV => self.on_recv(key as usize, gen, res, flags),
+                token::SEND => self.on_send(key as usize, gen, res),
+                token::SEND_ZC => self.on_send_zc(key as usize, gen, res, flags),
+                token::CLOSE => self.on_closed(key as usize, gen),
+                token::TIMER => self.on_timer(),
+                _ => {}
+            }
+        }
+        self.cqes = cqes;
+    }
+
+    pub(super) fn arm_accept(&mut self, idx: usize) {
+        let l = &self.listeners[idx];
+        let e = opcode::AcceptMulti::new(types::Fd(l.fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token::make(token::ACCEPT, idx as u32, 0));
+        self.push_sqe(e);
+    }
+
+    fn on_accept(&mut self, idx: usize, res: i32, flags: u32) {
+        if self.stopping || idx >= self.listeners.len() {
+            if res >= 0 {
+                // SAFETY: a fresh fd we own and never registered anywhere.
+                unsafe { libc::close(res) };
+            }
+            return;
+        }
+        if res >= 0 {
+            self.new_conn(res, self.listeners[idx].proto);
+        } else {
+            tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed");
+        }
+        if !cqueue::more(flags) {
+            self.arm_accept(idx);
+        }
+    }
+
+    fn new_conn(&mut self, fd: i32, proto: Protocol) {
+        self.counters.accepted += 1;
+        corecast_runtime::listener::set_nodelay(fd);
+        let gen = self.next_gen;
+        self.next_gen = (self.next_gen + 1) & token::GEN_MASK;
+        if self.next_gen == 0 {
+            self.next_gen = 1;
+        }
+        let open = self.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut conn = Conn::new(fd, gen, proto);
+        conn.counted = true;
+        conn.client_id = (self.id as u64) << 48 | self.counters.accepted;
+        let key = self.conns.insert(conn);
+        if open > self.cfg.max_connections {
+            self.counters.rejected_connections += 1;
+            let conn = &mut self.conns[key];
+            match proto {
+                Protocol::Resp => conn.out.reply(b"-ERR max number of clients reached\r\n"),
+                Protocol::Http => {
+                    let mut v = Vec::new();
+                    corecast_proto::http::response(
+                        &mut v,
+                        503,
+                        "Service Unavailable",
+                        "text/plain",
+                        b"max number of clients reached\n",
+                        false,
+                    );
+                    conn.out.reply(&v);
+                }
+            }
+            conn.life = Life::CloseAfterFlush;
+            self.mark_dirty(key);
+            return;
+        }
+        self.arm_recv(key);
+    }
+
+    pub(super) fn arm_recv(&mut self, key: usize) {
+        let group = self.bufring.as_ref().map_or(0, |b| b.group());
+        let conn = &mut self.conns[key];
+        debug_assert!(!conn.recv_armed);
+        conn.recv_armed = true;
+        let e = opcode::RecvMulti::new(types::Fd(conn.fd), group)
+            .build()
+            .user_data(token::make(token::RECV, key as u32, conn.gen));
+        self.push_sqe(e);
+    }
+
+    fn on_recv(&mut self, key: usize, gen: u32, res: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        let alive = self.conns.get(key).is_some_and(|c| c.gen == gen);
+        if !alive {
+            if let (Some(bid), Some(br)) = (bid, self.bufring.as_mut()) {
+                br.recycle(bid);
+            }
+            return;
+        }
+        if !cqueue::more(flags) {
+            let c = &mut self.conns[key];
+            c.recv_armed = false;
+            c.recv_cancelling = false;
+        }
+        if res > 0 {
+            self.counters.bytes_in += res as u64;
+            if let Some(bid) = bid {
+                let mut br = self.bufring.take().expect("buffer ring present");
+                self.on_data(key, br.get(bid, res as usize));
+                br.recycle(bid);
+                self.bufring = Some(br);
+            }
+        } else if res == 0 {
+            self.begin_close(key);
+        } else if res == -libc::ENOBUFS {
+            self.counters.recv_no_buffers += 1;
+        } else if res != -libc::ECANCELED {
+            self.begin_close(key);
+        }
+        let Some(c) = self.conns.get(key) else { return };
+        if c.life == Life::Closing {
+            self.maybe_finish(key);
+        } else if !c.recv_armed && c.life == Life::Open && !(c.stalled && c.inbuf.len() >= PAUSED_INPUT_BYTES) {
+            self.arm_recv(key);
+        }
+    }
+
+    fn on_data(&mut self, key: usize, data: &[u8]) {
+        let conn = &mut self.conns[key];
+        if conn.life != Life::Open {
+            return;
+        }
+        if conn.inbuf.is_empty() && !conn.stalled {
+            let used = self.process(key, data);
+            let conn = &mut self.conns[key];
+            if conn.life == Life::Open && used < data.len() {
+                conn.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            conn.inbuf.extend_from_slice(data);
+            if !conn.stalled {
+                self.process_inbuf(key);
+            }
+        }
+        self.check_input(key);
+    }
+
+    /// Enforces the unparsed-input limit and pauses the receive of a stalled connection.
+    fn check_input(&mut self, key: usize) {
+        let max = self.cfg.max_unparsed_bytes;
+        let conn = &mut self.conns[key];
+        if conn.life != Life::Open {
+            return;
+        }
+        if conn.inbuf.len() > max {
+            self.counters.input_overflows += 1;
+            self.begin_close(key);
+            return;
+        }
+        if conn.stalled && conn.inbuf.len() >= PAUSED_INPUT_BYTES && conn.recv_armed && !conn.recv_cancelling {
+            conn.recv_cancelling = true;
+            let target = token::make(token::RECV, key as u32, conn.gen);
+            let e = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(token::make(token::CANCEL, key as u32, conn.gen));
+            self.push_sqe(e);
+        }
+    }
+
+    /// Parses what `inbuf` holds.
+    pub(super) fn process_inbuf(&mut self, key: usize) {
+        let buf = std::mem::take(&mut self.conns[key].inbuf);
+        let used = self.process(key, &buf);
+        let mut buf = buf;
+        buf.drain(..used);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.life == Life::Open {
+                if buf.is_empty() && buf.capacity() > PAUSED_INPUT_BYTES {
+                    buf = Vec::new();
+                }
+                conn.inbuf = buf;
+            }
+        }
+    }
+
+    fn process(&mut self, key: usize, data: &[u8]) -> usize {
+        match self.conns[key].proto {
+            Protocol::Resp => self.resp_process(key, data),
+            Protocol::Http => self.http_process(key, data),
+        }
+    }
+
+    /// Marks a connection's input as paused until `resume_stalled` finds its reason gone.
+    pub(super) fn stall(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.stalled {
+            conn.stalled = true;
+            self.stalled.push(key as u32);
+        }
+    }
+
+    /// Why a connection must not parse more input now, if any.
+    pub(super) fn must_pause(&self, conn: &Conn) -> bool {
+        self.shared.congested.load(Ordering::Relaxed) > 0
+            || conn.out.held() >= self.cfg.max_inflight_publishes
+            || (!conn.resp.subscribed() && conn.out.queued_bytes() >= self.cfg.max_pending_bytes)
+    }
+
+    pub(super) fn resume_stalled(&mut self) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut self.stalled);
+        for key in list {
+            let key = key as usize;
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if !conn.stalled {
+                continue;
+            }
+            if conn.life != Life::Open {
+                conn.stalled = false;
+                continue;
+            }
+            if self.must_pause(&self.conns[key]) {
+                self.stalled.push(key as u32);
+                continue;
+            }
+            self.conns[key].stalled = false;
+            self.process_inbuf(key);
+            self.check_input(key);
+            let Some(c) = self.conns.get(key) else { continue };
+            if !c.stalled && !c.recv_armed && c.life == Life::Open {
+                self.arm_recv(key);
+            }
+        }
+    }
+
+    pub(super) fn flush_sends(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            let key = key as usize;
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            conn.dirty = false;
+            if conn.send_inflight || conn.life == Life::Closing {
+                continue;
+            }
+            self.submit_send(key);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn submit_send(&mut self, key: usize) {
+        let zc = self.cfg.zerocopy_threshold;
+        let conn = &mut self.conns[key];
+        if zc > 0 {
+            if let Some((frame, off)) = conn.out.front_large(zc) {
+                let len = frame.len() - off;
+                let e = opcode::SendZc::new(types::Fd(conn.fd), frame[off..].as_ptr(), len as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(token::make(token::SEND_ZC, key as u32, conn.gen));
+                conn.zc_frames.push_back(frame);
+                conn.send_inflight = true;
+                conn.send_submit_ns = self.now_ns;
+                conn.send_bytes = len;
+                self.counters.zerocopy_sends += 1;
+                self.push_sqe(e);
+                return;
+            }
+        }
+        let mut sb = self.send_pool.pop().unwrap_or_default();
+        let batch = conn
+            .out
+            .gather(&mut sb.iov, MAX_IOV, self.cfg.max_send_batch_bytes);
+        if batch.iovecs == 0 {
+            self.send_pool.push(sb);
+            if conn.life == Life::CloseAfterFlush && conn.out.is_empty() {
+                self.begin_close(key);
+            }
+            return;
+        }
+        sb.msg.msg_iov = sb.iov.as_mut_ptr();
+        sb.msg.msg_iovlen = batch.iovecs as _;
+        let e = opcode::SendMsg::new(types::Fd(conn.fd), &sb.msg as *const libc::msghdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(token::make(token::SEND, key as u32, conn.gen));
+        conn.send_inflight = true;
+        conn.send_submit_ns = self.now_ns;
+        conn.send_bytes = batch.bytes;
+        conn.send_buf = Some(sb);
+        self.counters.send_batches += 1;
+        if batch.oldest_ts_ns != 0 {
+            Latencies::record_ns(
+                &mut self.latency.publish_to_send,
+                self.now_ns.saturating_sub(batch.oldest_ts_ns),
+            );
+        }
+        self.push_sqe(e);
+    }
+
+    fn release_send_buf(&mut self, key: usize) {
+        if let Some(sb) = self.conns[key].send_buf.take() {
+            self.send_pool.push(sb);
+        }
+    }
+
+    fn on_send(&mut self, key: usize, gen: u32, res: i32) {
+        if self.conns.get(key).is_none_or(|c| c.gen != gen) {
+            return;
+        }
+        self.release_send_buf(key);
+        self.send_done(key, res);
+    }
+
+    fn on_send_zc(&mut self, key: usize, gen: u32, res: i32, flags: u32) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else { return };
+        if cqueue::notif(flags) {
+            conn.zc_frames.pop_front();
+            if conn.life == Life::Closing {
+                self.maybe_finish(key);
+            }
+            return;
+        }
+        if !cqueue::more(flags) {
+            conn.zc_frames.pop_back();
+        }
+        self.send_done(key, res);
+    }
+
+    fn send_done(&mut self, key: usize, res: i32) {
+        let now = self.now_ns;
+        let conn = &mut self.conns[key];
+        conn.send_inflight = false;
+        Latencies::record_ns(&mut self.latency.send_complete, now.saturating_sub(conn.send_submit_ns));
+        if conn.life == Life::Closing {
+            conn.out.clear();
+            self.maybe_finish(key);
+            return;
+        }
+        if res < 0 {
+            self.begin_close(key);
+            return;
+        }
+        self.counters.bytes_out += res as u64;
+        conn.out.advance(res as usize);
+        if conn.out.sendable() {
+            self.mark_dirty(key);
+        } else if conn.life == Life::CloseAfterFlush && conn.out.is_empty() {
+            self.begin_close(key);
+        }
+    }
+
+    pub(super) fn close_queued(&mut self) {
+        while let Some(key) = self.to_close.pop() {
+            if self.conns.contains(key as usize) {
+                self.begin_close(key as usize);
+            }
+        }
+    }
+
+    /// Stops a connection: drops its subscriptions, shuts the socket down so in-flight
+    /// operations complete, and closes the fd once none is left.
+    pub(super) fn begin_close(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.life == Life::Closing {
+            return;
+        }
+        conn.life = Life::Closing;
+        conn.stalled = false;
+        conn.inbuf = Vec::new();
+        if !conn.send_inflight {
+            conn.out.clear();
+        }
+        if conn.counted {
+            conn.counted = false;
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        let fd = conn.fd;
+        let quiescent = conn.quiescent();
+        self.drop_subscriptions(key);
+        if quiescent {
+            self.maybe_finish(key);
+        } else {
+            let e = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_RDWR)
+                .build()
+                .user_data(token::make(token::SHUTDOWN, key as u32, 0));
+            self.push_sqe(e);
+        }
+    }
+
+    pub(super) fn maybe_finish(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.life != Life::Closing || !conn.quiescent() || conn.fd < 0 {
+            return;
+        }
+        let e = opcode::Close::new(types::Fd(conn.fd))
+            .build()
+            .user_data(token::make(token::CLOSE, key as u32, conn.gen));
+        conn.fd = -1;
+        self.push_sqe(e);
+    }
+
+    fn on_closed(&mut self, key: usize, gen: u32) {
+        if self.conns.get(key).is_some_and(|c| c.gen == gen && c.fd < 0) {
+            self.conns.remove(key);
+        }
+    }
+
+    pub(super) fn send_wakes(&mut self) {
+        for peer in 0..self.shards {
+            if !std::mem::take(&mut self.wake[peer]) {
+                continue;
+            }
+            if self.mesh.must_wake(peer) {
+                let fd = self.mesh.ring_fd(peer);
+                if fd < 0 {
+                    continue;
+                }
+                let e = opcode::MsgRingData::new(types::Fd(fd), 0, token::make(token::WAKE, 0, 0), None)
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(token::make(token::WAKE, 1, 0));
+                self.push_sqe(e);
+            }
+        }
+    }
+}
+
+/// The parts of a shard that delivery writes, borrowed apart from the channel table it reads.
+pub(super) struct Sink<'a> {
+    pub(super) conns: &'a mut slab::Slab<Conn>,
+    pub(super) dirty: &'a mut Vec<u32>,
+    pub(super) to_close: &'a mut Vec<u32>,
+    pub(super) counters: &'a mut crate::stats::Counters,
+    pub(super) cfg: &'a crate::config::BrokerConfig,
+}
+
+impl Sink<'_> {
+    /// Queues a frame for a subscriber, applying the slow-consumer policy.
+    pub(super) fn enqueue(&mut self, r: crate::tables::ConnRef, frame: &bytes::Bytes, ts_ns: u64) {
+        let Some(conn) = self.conns.get_mut(r.key as usize).filter(|c| c.gen == r.gen) else {
+            return;
+        };
+        if conn.life != Life::Open {
+            return;
+        }
+        if conn.out.queued_bytes() + frame.len() > self.cfg.max_pending_bytes {
+            match self.cfg.slow_consumer {
+                SlowConsumerPolicy::Disconnect => {
+                    self.counters.slow_consumer_disconnects += 1;
+                    conn.life = Life::CloseAfterFlush;
+                    self.to_close.push(r.key);
+                }
+                SlowConsumerPolicy::Drop => self.counters.dropped += 1,
+            }
+            return;
+        }
+        conn.out.push_frame(frame.clone(), ts_ns);
+        self.counters.delivered += 1;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(r.key);
+        }
+    }
+}
+

@@ -1,0 +1,364 @@
+//! One shard: a pinned thread that owns an io_uring, its connections, its slice of the
+//! channel table and its stats. Shards share nothing mutable; they exchange [`ShardMsg`]s
+//! over the SPSC mesh.
+//!
+//! A loop turn: reap completions (accepts, receives, sends) → drain the mesh → resume
+//! connections whose input was paused → close what must close → move overflowed messages
+//! into peers' rings → submit one send per dirty connection → wake sleeping peers → enter the
+//! kernel once (waiting only if there is nothing left to do).
+
+/// Borrows the delivery half of a shard (see `io::Sink`) field by field, so the channel
+/// tables can stay borrowed while connections are written.
+macro_rules! sink {
+    ($s:expr) => {
+        $crate::shard::io::Sink {
+            conns: &mut $s.conns,
+            dirty: &mut $s.dirty,
+            to_close: &mut $s.to_close,
+            counters: &mut $s.counters,
+            cfg: &$s.cfg,
+        }
+    };
+}
+
+mod fanout;
+mod http;
+mod io;
+mod resp;
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use corecast_proto::resp::{Args, Limits};
+use corecast_runtime::{BufRing, MeshEndpoint};
+use io_uring::{opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use crate::config::BrokerConfig;
+use crate::conn::{Conn, Protocol};
+use crate::msg::ShardMsg;
+use crate::stats::{Counters, Latencies, StatsBoard};
+use crate::tables::{ConnRef, Local, Owned, Patterns};
+
+/// State every shard can see: the stats board and a few process-wide atomics that are read
+/// off the message path (connection admission, congestion, shutdown).
+pub struct Shared {
+    /// Stats snapshots.
+    pub board: StatsBoard,
+    /// Open connections across shards (for `max_connections`).
+    pub connections: AtomicUsize,
+    /// Shards that currently hold messages their peers' rings could not take. While non-zero
+    /// every shard stops parsing client input, so overflow stays bounded.
+    pub congested: AtomicUsize,
+    /// Set by the signal handler thread.
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    /// Fresh shared state for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            board: StatsBoard::new(shards),
+            connections: AtomicUsize::new(0),
+            congested: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A listening socket of this shard.
+pub struct Listener {
+    /// Socket.
+    pub fd: RawFd,
+    /// What it speaks.
+    pub proto: Protocol,
+}
+
+/// Kinds of operation, stored in the top byte of `user_data`.
+mod token {
+    pub const ACCEPT: u64 = 1;
+    pub const RECV: u64 = 2;
+    pub const SEND: u64 = 3;
+    pub const SEND_ZC: u64 = 4;
+    pub const WAKE: u64 = 5;
+    pub const TIMER: u64 = 6;
+    pub const SHUTDOWN: u64 = 7;
+    pub const CLOSE: u64 = 8;
+    pub const CANCEL: u64 = 9;
+
+    pub const GEN_MASK: u32 = 0x00FF_FFFF;
+
+    pub fn make(kind: u64, key: u32, gen: u32) -> u64 {
+        kind << 56 | ((gen & GEN_MASK) as u64) << 32 | key as u64
+    }
+
+    pub fn split(t: u64) -> (u64, u32, u32) {
+        (t >> 56, t as u32, ((t >> 32) as u32) & GEN_MASK)
+    }
+}
+
+
+/// A reply that waits for other shards.
+struct Pending {
+    conn: ConnRef,
+    remaining: u16,
+    kind: PendingKind,
+}
+
+enum PendingKind {
+    /// The reply is known; it waits for acknowledgements (subscriptions becoming active).
+    Ready(Bytes),
+    /// Sum of subscriber counts (PUBLISH).
+    Count(i64),
+    /// PUBSUB NUMSUB / SHARDNUMSUB.
+    NumSub(Vec<Bytes>, Vec<i64>),
+    /// PUBSUB CHANNELS / SHARDCHANNELS.
+    Names(Vec<Bytes>),
+}
+
+/// Most iovecs one SENDMSG takes (Linux UIO_MAXIOV).
+const MAX_IOV: usize = 1024;
+/// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
+/// control pushes back on the client instead of the shard buffering for it.
+const PAUSED_INPUT_BYTES: usize = 256 << 10;
+
+/// One shard. Built on its own thread, after pinning, so its memory is NUMA-local.
+pub struct Shard {
+    id: usize,
+    shards: usize,
+    cfg: Arc<BrokerConfig>,
+    shared: Arc<Shared>,
+    ring: IoUring,
+    bufring: Option<BufRing>,
+    mesh: MeshEndpoint<ShardMsg>,
+    overflow: Vec<VecDeque<ShardMsg>>,
+    overflowing: bool,
+    local_inbox: VecDeque<ShardMsg>,
+    wake: Vec<bool>,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    // Boxed: a SendBuf's address must not change while the kernel may read it.
+    #[allow(clippy::vec_box)]
+    send_pool: Vec<Box<crate::conn::SendBuf>>,
+    next_gen: u32,
+    local: Local,
+    owned: Owned,
+    patterns: Patterns,
+    pending: Slab<Pending>,
+    dirty: Vec<u32>,
+    stalled: Vec<u32>,
+    to_close: Vec<u32>,
+    targets: Vec<usize>,
+    cqes: Vec<(u64, i32, u32)>,
+    args: Args,
+    limits: Limits,
+    scratch: Vec<u8>,
+    counters: Counters,
+    latency: Latencies,
+    timer: Box<types::Timespec>,
+    now_ns: u64,
+    stopping: bool,
+    stop_deadline_ns: u64,
+}
+
+impl Shard {
+    /// Builds shard `mesh.id()` on the calling thread.
+    pub fn new(
+        cfg: Arc<BrokerConfig>,
+        shared: Arc<Shared>,
+        mesh: MeshEndpoint<ShardMsg>,
+        listeners: Vec<Listener>,
+    ) -> std::io::Result<Self> {
+        let (ring, features) = corecast_runtime::UringBuilder {
+            sq_entries: 4096,
+            cq_entries: 16384,
+        }
+        .build()?;
+        tracing::info!(shard = mesh.id(), ?features, "io_uring ready");
+        mesh.set_ring_fd(ring.as_raw_fd_compat());
+        let bufring = BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let shards = mesh.shards();
+        let limits = Limits {
+            max_bulk_len: cfg.max_bulk_len,
+            ..Limits::default()
+        };
+        Ok(Self {
+            id: mesh.id(),
+            shards,
+            overflow: (0..shards).map(|_| VecDeque::new()).collect(),
+            overflowing: false,
+            local_inbox: VecDeque::new(),
+            wake: vec![false; shards],
+            listeners,
+            conns: Slab::with_capacity(1024),
+            send_pool: Vec::new(),
+            next_gen: 1,
+            local: Local::default(),
+            owned: Owned::new(shards),
+            patterns: Patterns::new(shards),
+            pending: Slab::new(),
+            dirty: Vec::new(),
+            stalled: Vec::new(),
+            to_close: Vec::new(),
+            targets: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            args: Args::new(),
+            limits,
+            scratch: Vec::with_capacity(256),
+            counters: Counters::default(),
+            latency: Latencies::new(),
+            timer: Box::new(types::Timespec::new().nsec(cfg.stats_interval_ms as u32 * 1_000_000)),
+            now_ns: 0,
+            stopping: false,
+            stop_deadline_ns: 0,
+            cfg,
+            shared,
+            ring,
+            bufring: Some(bufring),
+            mesh,
+        })
+    }
+
+    /// Runs until shutdown completes.
+    pub fn run(mut self) {
+        self.now_ns = corecast_runtime::clock::now_ns();
+        for i in 0..self.listeners.len() {
+            self.arm_accept(i);
+        }
+        self.arm_timer();
+        loop {
+            self.now_ns = corecast_runtime::clock::now_ns();
+            self.reap();
+            self.drain_mesh();
+            self.resume_stalled();
+            self.close_queued();
+            self.flush_overflow();
+            self.flush_sends();
+            self.send_wakes();
+            if self.stopping && (self.conns.is_empty() || self.now_ns >= self.stop_deadline_ns) {
+                break;
+            }
+            let busy = !self.local_inbox.is_empty()
+                || !self.dirty.is_empty()
+                || !self.to_close.is_empty()
+                || self.overflowing;
+            let result = if !busy && self.mesh.prepare_sleep() {
+                let r = self.enter(1);
+                self.mesh.awake();
+                r
+            } else {
+                self.enter(0)
+            };
+            if let Err(e) = result {
+                if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
+                    tracing::error!(shard = self.id, error = %e, "io_uring_enter failed");
+                    break;
+                }
+            }
+        }
+        self.publish_stats();
+        tracing::info!(shard = self.id, "shard stopped");
+    }
+
+    /// Submits queued SQEs and, with GETEVENTS, runs deferred task work so completions
+    /// appear; waits for `want` completions.
+    fn enter(&mut self, want: u32) -> std::io::Result<usize> {
+        let sub = self.ring.submitter();
+        let to_submit = unsafe { self.ring.submission_shared().len() } as u32;
+        // SAFETY: no extra argument is passed.
+        unsafe {
+            sub.enter::<libc::sigset_t>(to_submit, want, 1 /* IORING_ENTER_GETEVENTS */, None)
+        }
+    }
+
+    /// Queues an SQE, flushing the submission queue to the kernel if it is full.
+    fn push_sqe(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an entry points to is owned by the shard (connection
+            // frames, send buffers, the timer) and outlives the operation.
+            let pushed = unsafe { self.ring.submission().push(&entry) };
+            if pushed.is_ok() {
+                return;
+            }
+            self.counters.sq_stalls += 1;
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!(shard = self.id, error = %e, "submit while the SQ was full");
+            }
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        let e = opcode::Timeout::new(&*self.timer as *const types::Timespec)
+            .build()
+            .user_data(token::make(token::TIMER, 0, 0));
+        self.push_sqe(e);
+    }
+
+    fn on_timer(&mut self) {
+        self.publish_stats();
+        if !self.stopping && self.shared.stop.load(Ordering::Relaxed) {
+            self.begin_shutdown();
+        }
+        self.arm_timer();
+    }
+
+    fn publish_stats(&mut self) {
+        self.counters.connections = self.conns.len() as u64;
+        self.counters.channels = self.owned.len() as u64;
+        self.shared
+            .board
+            .publish(self.id, &self.counters, &self.latency);
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.stopping = true;
+        self.stop_deadline_ns = self.now_ns + self.cfg.shutdown_timeout_ms * 1_000_000;
+        for l in std::mem::take(&mut self.listeners) {
+            // The multishot accept ends with the listener; new connections are refused.
+            let e = opcode::Close::new(types::Fd(l.fd))
+                .build()
+                .user_data(token::make(token::WAKE, 0, 0));
+            self.push_sqe(e);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if conn.life == crate::conn::Life::Open {
+                conn.life = crate::conn::Life::CloseAfterFlush;
+            }
+            if conn.out.is_empty() && !conn.send_inflight {
+                self.to_close.push(key as u32);
+            } else {
+                self.mark_dirty(key);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key as u32);
+        }
+    }
+
+    /// The connection at `r`, if it is still the same connection.
+    fn conn_mut(&mut self, r: ConnRef) -> Option<&mut Conn> {
+        self.conns.get_mut(r.key as usize).filter(|c| c.gen == r.gen)
+    }
+}
+
+/// `IoUring::as_raw_fd` under a name that does not need the trait in scope everywhere.
+trait RawRingFd {
+    fn as_raw_fd_compat(&self) -> RawFd;
+}
+
+impl RawRingFd for IoUring {
+    fn as_raw_fd_compat(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.as_raw_fd()
+    }
+}

@@ -1,0 +1,430 @@
+//! The Redis pub/sub front-end: RESP2 commands on a connection, byte-compatible with Redis 7.
+
+use bytes::Bytes;
+use corecast_proto::resp::{encode, parse_command, Args};
+
+use super::{PendingKind, Shard};
+use crate::conn::Life;
+use crate::msg::{Ns, Query};
+
+/// Commands Redis knows; in subscribed mode Redis answers "Can't execute" for these rather
+/// than "unknown command", and so do we. Not exhaustive: the common ones clients send.
+const REDIS_COMMANDS: &[&str] = &[
+    "get", "set", "del", "exists", "expire", "incr", "decr", "mget", "mset", "keys", "scan",
+    "type", "ttl", "hget", "hset", "hgetall", "hdel", "lpush", "rpush", "lpop", "rpop", "lrange",
+    "llen", "sadd", "srem", "smembers", "zadd", "zrange", "zrem", "select", "auth", "info",
+    "dbsize", "flushdb", "flushall", "multi", "exec", "discard", "watch", "unwatch", "eval",
+    "evalsha", "script", "config", "command", "monitor", "xadd", "xread", "xrange", "append",
+    "getset", "setex", "setnx", "incrby", "decrby", "strlen", "time", "lastsave", "save",
+    "bgsave", "shutdown", "slaveof", "replicaof", "role", "wait", "object", "memory", "debug",
+    "echo", "publish", "spublish", "pubsub", "client", "hello", "readonly", "readwrite",
+    "cluster", "function", "fcall", "blpop", "brpop", "expireat", "persist", "rename",
+];
+
+/// Commands allowed while subscribed (RESP2).
+const SUBSCRIBED_OK: &[&[u8]] = &[
+    b"subscribe", b"ssubscribe", b"psubscribe", b"unsubscribe", b"sunsubscribe",
+    b"punsubscribe", b"ping", b"quit", b"reset",
+];
+
+fn lower(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).to_ascii_lowercase()
+}
+
+impl Shard {
+    /// Parses and runs as many complete commands as `data` holds; returns bytes consumed.
+    pub(super) fn resp_process(&mut self, key: usize, data: &[u8]) -> usize {
+        let mut args = std::mem::replace(&mut self.args, Args::new());
+        let mut pos = 0;
+        while pos < data.len() {
+            if self.must_pause(&self.conns[key]) {
+                self.stall(key);
+                break;
+            }
+            match parse_command(&data[pos..], &self.limits, &mut args) {
+                Ok(Some(n)) => {
+                    pos += n;
+                    if !args.is_empty() {
+                        self.resp_exec(key, &args);
+                    }
+                    if self.conns[key].life != Life::Open {
+                        pos = data.len();
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.counters.protocol_errors += 1;
+                    let msg = format!("-ERR {e}\r\n");
+                    let conn = &mut self.conns[key];
+                    conn.out.reply(msg.as_bytes());
+                    conn.life = Life::CloseAfterFlush;
+                    self.mark_dirty(key);
+                    pos = data.len();
+                    break;
+                }
+            }
+        }
+        self.args = args;
+        pos
+    }
+
+    fn reply(&mut self, key: usize, bytes: &[u8]) {
+        self.conns[key].out.reply(bytes);
+        self.mark_dirty(key);
+    }
+
+    fn reply_with(&mut self, key: usize, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        f(&mut buf);
+        self.reply(key, &buf);
+        self.scratch = buf;
+    }
+
+    fn reply_error(&mut self, key: usize, msg: &str) {
+        self.reply_with(key, |b| encode::error(b, msg.as_bytes()));
+    }
+
+    fn arity_error(&mut self, key: usize, cmd: &str) {
+        self.reply_error(key, &format!("ERR wrong number of arguments for '{cmd}' command"));
+    }
+
+    fn resp_exec(&mut self, key: usize, args: &Args) {
+        let name = args.get(0).unwrap_or_default();
+        let cmd = lower(name);
+        let argc = args.len();
+        // (minimum args, maximum args or 0 for no maximum), as Redis's command table.
+        let arity: Option<(usize, usize)> = match cmd.as_str() {
+            "subscribe" | "psubscribe" | "ssubscribe" => Some((2, 0)),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => Some((1, 0)),
+            "publish" | "spublish" => Some((3, 3)),
+            "pubsub" | "client" => Some((2, 0)),
+            "ping" | "quit" | "hello" => Some((1, 0)),
+            "echo" => Some((2, 2)),
+            "reset" => Some((1, 1)),
+            _ => None,
+        };
+        let Some((min, max)) = arity else {
+            if self.conns[key].resp.subscribed() && REDIS_COMMANDS.contains(&cmd.as_str()) {
+                self.not_in_subscribed_mode(key, &cmd);
+            } else {
+                self.unknown_command(key, args);
+            }
+            return;
+        };
+        if argc < min || (max != 0 && argc > max) {
+            self.arity_error(key, &cmd);
+            return;
+        }
+        if self.conns[key].resp.subscribed() && !SUBSCRIBED_OK.contains(&cmd.as_bytes()) {
+            self.not_in_subscribed_mode(key, &cmd);
+            return;
+        }
+        match cmd.as_str() {
+            "subscribe" => self.cmd_subscribe(key, args, Ns::Plain),
+            "ssubscribe" => self.cmd_subscribe(key, args, Ns::Shard),
+            "psubscribe" => self.cmd_psubscribe(key, args),
+            "unsubscribe" => self.cmd_unsubscribe(key, args, Ns::Plain),
+            "sunsubscribe" => self.cmd_unsubscribe(key, args, Ns::Shard),
+            "punsubscribe" => self.cmd_punsubscribe(key, args),
+            "publish" => self.cmd_publish(key, args, Ns::Plain),
+            "spublish" => self.cmd_publish(key, args, Ns::Shard),
+            "pubsub" => self.cmd_pubsub(key, args),
+            "ping" => self.cmd_ping(key, args),
+            "echo" => {
+                let msg = args.get(1).unwrap_or_default();
+                self.reply_with(key, |b| encode::bulk(b, msg));
+            }
+            "quit" => {
+                self.reply(key, b"+OK\r\n");
+                self.conns[key].life = Life::CloseAfterFlush;
+            }
+            "reset" => {
+                self.drop_subscriptions(key);
+                self.conns[key].resp.name = None;
+                self.reply(key, b"+RESET\r\n");
+            }
+            "hello" => self.cmd_hello(key, args),
+            "client" => self.cmd_client(key, args),
+            _ => unreachable!("every command with an arity is dispatched"),
+        }
+    }
+
+    fn not_in_subscribed_mode(&mut self, key: usize, cmd: &str) {
+        self.reply_error(
+            key,
+            &format!(
+                "ERR Can't execute '{cmd}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            ),
+        );
+    }
+
+    fn unknown_command(&mut self, key: usize, args: &Args) {
+        let name = String::from_utf8_lossy(args.get(0).unwrap_or_default());
+        let name: String = name.chars().take(128).collect();
+        let mut rest = String::new();
+        for a in args.iter().skip(1) {
+            if rest.len() >= 128 {
+                break;
+            }
+            let room = 128 - rest.len();
+            let a = String::from_utf8_lossy(a);
+            let a: String = a.chars().take(room).collect();
+            rest.push_str(&format!("'{a}' "));
+        }
+        let msg = format!("ERR unknown command '{name}', with args beginning with: {rest}")
+            .replace(['\r', '\n'], " ");
+        self.reply_error(key, &msg);
+    }
+
+    fn cmd_subscribe(&mut self, key: usize, args: &Args, ns: Ns) {
+        let kind: &[u8] = if ns == Ns::Plain { b"subscribe" } else { b"ssubscribe" };
+        for ch in args.iter().skip(1) {
+            let resp = &mut self.conns[key].resp;
+            let set = if ns == Ns::Plain { &mut resp.channels } else { &mut resp.schannels };
+            let channel = Bytes::copy_from_slice(ch);
+            let added = set.insert(channel.clone());
+            let count = if ns == Ns::Plain { resp.classic_count() } else { resp.schannels.len() };
+            let mut v = Vec::with_capacity(ch.len() + 32);
+            encode::sub_reply(&mut v, kind, Some(ch), count as i64);
+            if added {
+                self.add_subscription(key, ns, &channel, Bytes::from(v));
+            } else {
+                self.reply(key, &v);
+            }
+        }
+    }
+
+    fn cmd_psubscribe(&mut self, key: usize, args: &Args) {
+        for p in args.iter().skip(1) {
+            let resp = &mut self.conns[key].resp;
+            let pattern = Bytes::copy_from_slice(p);
+            let added = resp.patterns.insert(pattern.clone());
+            let count = resp.classic_count();
+            let mut v = Vec::with_capacity(p.len() + 32);
+            encode::sub_reply(&mut v, b"psubscribe", Some(p), count as i64);
+            if added {
+                self.add_pattern(key, &pattern, Bytes::from(v));
+            } else {
+                self.reply(key, &v);
+            }
+        }
+    }
+
+    fn cmd_unsubscribe(&mut self, key: usize, args: &Args, ns: Ns) {
+        let kind: &[u8] = if ns == Ns::Plain { b"unsubscribe" } else { b"sunsubscribe" };
+        let who = self.conns[key].at(key);
+        let names: Vec<Bytes> = if args.len() > 1 {
+            args.iter().skip(1).map(Bytes::copy_from_slice).collect()
+        } else {
+            let resp = &self.conns[key].resp;
+            let set = if ns == Ns::Plain { &resp.channels } else { &resp.schannels };
+            set.iter().cloned().collect()
+        };
+        if names.is_empty() {
+            let count = {
+                let resp = &self.conns[key].resp;
+                if ns == Ns::Plain { resp.classic_count() } else { resp.schannels.len() }
+            };
+            self.reply_with(key, |b| encode::sub_reply(b, kind, None, count as i64));
+            return;
+        }
+        for ch in names {
+            let resp = &mut self.conns[key].resp;
+            let set = if ns == Ns::Plain { &mut resp.channels } else { &mut resp.schannels };
+            let removed = set.shift_remove(&ch);
+            let count = if ns == Ns::Plain { resp.classic_count() } else { resp.schannels.len() };
+            if removed {
+                self.remove_subscription(who, ns, &ch);
+            }
+            self.reply_with(key, |b| encode::sub_reply(b, kind, Some(&ch), count as i64));
+        }
+    }
+
+    fn cmd_punsubscribe(&mut self, key: usize, args: &Args) {
+        let who = self.conns[key].at(key);
+        let names: Vec<Bytes> = if args.len() > 1 {
+            args.iter().skip(1).map(Bytes::copy_from_slice).collect()
+        } else {
+            self.conns[key].resp.patterns.iter().cloned().collect()
+        };
+        if names.is_empty() {
+            let count = self.conns[key].resp.classic_count();
+            self.reply_with(key, |b| encode::sub_reply(b, b"punsubscribe", None, count as i64));
+            return;
+        }
+        for p in names {
+            let resp = &mut self.conns[key].resp;
+            let removed = resp.patterns.shift_remove(&p);
+            let count = resp.classic_count();
+            if removed {
+                self.remove_pattern(who, &p);
+            }
+            self.reply_with(key, |b| encode::sub_reply(b, b"punsubscribe", Some(&p), count as i64));
+        }
+    }
+
+    fn cmd_publish(&mut self, key: usize, args: &Args, ns: Ns) {
+        let channel = args.get(1).unwrap_or_default();
+        let payload = args.get(2).unwrap_or_default();
+        self.counters.published += 1;
+        let ts_ns = corecast_runtime::clock::now_ns();
+        let owner = self.owner_of(channel);
+        if owner == self.id {
+            let n = self.fanout(ns, channel, payload, ts_ns);
+            self.reply_with(key, |b| encode::integer(b, n));
+        } else {
+            let slot = self.hold(key, 1, PendingKind::Count(0));
+            self.send_to(
+                owner,
+                crate::msg::ShardMsg::Publish {
+                    ns,
+                    channel: Bytes::copy_from_slice(channel),
+                    payload: Bytes::copy_from_slice(payload),
+                    ts_ns,
+                    reply: Some(slot),
+                },
+            );
+        }
+    }
+
+    fn cmd_ping(&mut self, key: usize, args: &Args) {
+        if args.len() > 2 {
+            self.arity_error(key, "ping");
+            return;
+        }
+        let arg = args.get(1);
+        if self.conns[key].resp.subscribed() {
+            self.reply_with(key, |b| encode::pong_subscribed(b, arg));
+        } else if let Some(a) = arg {
+            self.reply_with(key, |b| encode::bulk(b, a));
+        } else {
+            self.reply(key, b"+PONG\r\n");
+        }
+    }
+
+    fn cmd_pubsub(&mut self, key: usize, args: &Args) {
+        let sub = lower(args.get(1).unwrap_or_default());
+        let argc = args.len();
+        match sub.as_str() {
+            "channels" | "shardchannels" if argc <= 3 => {
+                let ns = if sub == "channels" { Ns::Plain } else { Ns::Shard };
+                let pattern = args.get(2).map(Bytes::copy_from_slice);
+                self.ask_all(key, Query::Channels(ns, pattern), PendingKind::Names(Vec::new()));
+            }
+            "numsub" | "shardnumsub" => {
+                let ns = if sub == "numsub" { Ns::Plain } else { Ns::Shard };
+                let names: Vec<Bytes> = args.iter().skip(2).map(Bytes::copy_from_slice).collect();
+                let zeros = vec![0; names.len()];
+                self.ask_all(key, Query::NumSub(ns, names.clone()), PendingKind::NumSub(names, zeros));
+            }
+            "numpat" if argc == 2 => {
+                let n = self.patterns.len() as i64;
+                self.reply_with(key, |b| encode::integer(b, n));
+            }
+            "channels" | "shardchannels" | "numpat" => {
+                self.arity_error(key, &format!("pubsub|{sub}"));
+            }
+            _ => {
+                let raw = String::from_utf8_lossy(args.get(1).unwrap_or_default()).into_owned();
+                self.reply_error(key, &format!("ERR unknown subcommand '{raw}'. Try PUBSUB HELP."));
+            }
+        }
+    }
+
+    fn cmd_hello(&mut self, key: usize, args: &Args) {
+        if let Some(v) = args.get(1) {
+            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(2) => {}
+                Some(_) => {
+                    self.reply_error(key, "NOPROTO unsupported protocol version");
+                    return;
+                }
+                None => {
+                    self.reply_error(key, "ERR Protocol version is not an integer or out of range");
+                    return;
+                }
+            }
+        }
+        let mut i = 2;
+        while i < args.len() {
+            let opt = lower(args.get(i).unwrap_or_default());
+            if opt == "setname" && i + 1 < args.len() {
+                let name = args.get(i + 1).unwrap_or_default();
+                if !valid_client_name(name) {
+                    self.reply_error(key, "ERR Client names cannot contain spaces, newlines or special characters.");
+                    return;
+                }
+                self.conns[key].resp.name = Some(Bytes::copy_from_slice(name));
+                i += 2;
+            } else if opt == "auth" && i + 2 < args.len() {
+                i += 3;
+            } else {
+                let raw = String::from_utf8_lossy(args.get(i).unwrap_or_default()).into_owned();
+                self.reply_error(key, &format!("ERR Syntax error in HELLO option '{raw}'"));
+                return;
+            }
+        }
+        let id = self.conns[key].client_id as i64;
+        self.reply_with(key, |b| {
+            encode::array_header(b, 14);
+            encode::bulk(b, b"server");
+            encode::bulk(b, b"corecast");
+            encode::bulk(b, b"version");
+            encode::bulk(b, b"7.0.0");
+            encode::bulk(b, b"proto");
+            encode::integer(b, 2);
+            encode::bulk(b, b"id");
+            encode::integer(b, id);
+            encode::bulk(b, b"mode");
+            encode::bulk(b, b"standalone");
+            encode::bulk(b, b"role");
+            encode::bulk(b, b"master");
+            encode::bulk(b, b"modules");
+            encode::array_header(b, 0);
+        });
+    }
+
+    fn cmd_client(&mut self, key: usize, args: &Args) {
+        let sub = lower(args.get(1).unwrap_or_default());
+        match (sub.as_str(), args.len()) {
+            ("setname", 3) => {
+                let name = args.get(2).unwrap_or_default();
+                if !valid_client_name(name) {
+                    self.reply_error(key, "ERR Client names cannot contain spaces, newlines or special characters.");
+                    return;
+                }
+                self.conns[key].resp.name = if name.is_empty() { None } else { Some(Bytes::copy_from_slice(name)) };
+                self.reply(key, b"+OK\r\n");
+            }
+            ("getname", 2) => match self.conns[key].resp.name.clone() {
+                Some(n) => self.reply_with(key, |b| encode::bulk(b, &n)),
+                None => self.reply(key, b"$-1\r\n"),
+            },
+            ("setinfo", 4) => {
+                let attr = lower(args.get(2).unwrap_or_default());
+                if attr == "lib-name" || attr == "lib-ver" {
+                    self.reply(key, b"+OK\r\n");
+                } else {
+                    let raw = String::from_utf8_lossy(args.get(2).unwrap_or_default()).into_owned();
+                    self.reply_error(key, &format!("ERR Unrecognized option '{raw}'"));
+                }
+            }
+            ("id", 2) => {
+                let id = self.conns[key].client_id as i64;
+                self.reply_with(key, |b| encode::integer(b, id));
+            }
+            ("setname" | "getname" | "setinfo" | "id", _) => self.arity_error(key, &format!("client|{sub}")),
+            _ => {
+                let raw = String::from_utf8_lossy(args.get(1).unwrap_or_default()).into_owned();
+                self.reply_error(key, &format!("ERR unknown subcommand '{raw}'. Try CLIENT HELP."));
+            }
+        }
+    }
+}
+
+/// Redis allows printable ASCII without spaces in client names.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}

@@ -1,0 +1,288 @@
+//! Per-shard counters and latency histograms, published as periodic snapshots so readers
+//! never stop a shard: a shard only `try_lock`s its own slot, and skips a snapshot rather than
+//! wait for a reader.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+/// Counters of one shard. Gauges are current values; the rest only grow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Open client connections (gauge).
+    pub connections: u64,
+    /// Local channel + pattern subscriptions (gauge).
+    pub subscriptions: u64,
+    /// Channels with subscribers owned by this shard (gauge).
+    pub channels: u64,
+    /// Publish commands received from this shard's clients.
+    pub published: u64,
+    /// Messages queued to this shard's subscribers.
+    pub delivered: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Subscribers disconnected by the slow-consumer policy.
+    pub slow_consumer_disconnects: u64,
+    /// Messages dropped by the `drop` slow-consumer policy.
+    pub dropped: u64,
+    /// Pushes that found a peer's ring full (the message waited in an overflow queue).
+    pub ring_full: u64,
+    /// Times the submission queue was full and had to be flushed early.
+    pub sq_stalls: u64,
+    /// Accepted connections.
+    pub accepted: u64,
+    /// Connections refused by `max_connections`.
+    pub rejected_connections: u64,
+    /// Protocol errors (connection closed after the error reply).
+    pub protocol_errors: u64,
+    /// Connections closed for holding more unparsed input than allowed.
+    pub input_overflows: u64,
+    /// Multishot receives ended because no provided buffer was free.
+    pub recv_no_buffers: u64,
+    /// Send batches submitted.
+    pub send_batches: u64,
+    /// Zero-copy sends submitted.
+    pub zerocopy_sends: u64,
+}
+
+impl Counters {
+    fn fields(&self) -> [(&'static str, u64, bool); 18] {
+        // (name, value, is_gauge)
+        [
+            ("connections", self.connections, true),
+            ("subscriptions", self.subscriptions, true),
+            ("channels", self.channels, true),
+            ("published", self.published, false),
+            ("delivered", self.delivered, false),
+            ("bytes_in", self.bytes_in, false),
+            ("bytes_out", self.bytes_out, false),
+            ("slow_consumer_disconnects", self.slow_consumer_disconnects, false),
+            ("dropped", self.dropped, false),
+            ("ring_full", self.ring_full, false),
+            ("sq_stalls", self.sq_stalls, false),
+            ("accepted", self.accepted, false),
+            ("rejected_connections", self.rejected_connections, false),
+            ("protocol_errors", self.protocol_errors, false),
+            ("input_overflows", self.input_overflows, false),
+            ("recv_no_buffers", self.recv_no_buffers, false),
+            ("send_batches", self.send_batches, false),
+            ("zerocopy_sends", self.zerocopy_sends, false),
+        ]
+    }
+
+    fn add(&mut self, o: &Counters) {
+        macro_rules! sum { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
+        sum!(
+            connections, subscriptions, channels, published, delivered, bytes_in, bytes_out,
+            slow_consumer_disconnects, dropped, ring_full, sq_stalls, accepted,
+            rejected_connections, protocol_errors, input_overflows, recv_no_buffers,
+            send_batches, zerocopy_sends
+        );
+    }
+}
+
+/// Latency histograms in microseconds, 3 significant digits, up to 60 s.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    /// From the publisher's shard parsing a publish to the send that carries it being
+    /// submitted (recorded once per send batch, for its oldest frame).
+    pub publish_to_send: Histogram<u64>,
+    /// From a send's submission to its completion.
+    pub send_complete: Histogram<u64>,
+}
+
+impl Latencies {
+    /// Empty histograms.
+    pub fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Self {
+            publish_to_send: h(),
+            send_complete: h(),
+        }
+    }
+
+    /// Records a duration in nanoseconds into `h`, saturating at the top bucket.
+    pub fn record_ns(h: &mut Histogram<u64>, ns: u64) {
+        h.saturating_record((ns / 1000).max(1));
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a shard publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Counters at snapshot time.
+    pub counters: Counters,
+    /// Histograms at snapshot time (cumulative since start).
+    pub latency: Latencies,
+}
+
+/// The shared board: one slot per shard.
+pub struct StatsBoard {
+    slots: Box<[Mutex<Snapshot>]>,
+}
+
+impl StatsBoard {
+    /// A board for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            slots: (0..shards).map(|_| Mutex::new(Snapshot::default())).collect(),
+        }
+    }
+
+    /// Called by shard `id`: copies its stats into its slot unless a reader holds it.
+    pub fn publish(&self, id: usize, counters: &Counters, latency: &Latencies) -> bool {
+        match self.slots[id].try_lock() {
+            Ok(mut slot) => {
+                slot.counters = *counters;
+                slot.latency.publish_to_send.reset();
+                slot.latency.send_complete.reset();
+                let _ = slot.latency.publish_to_send.add(&latency.publish_to_send);
+                let _ = slot.latency.send_complete.add(&latency.send_complete);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Copies every slot (readers only contend with a shard's brief try_lock).
+    pub fn read(&self) -> Vec<Snapshot> {
+        self.slots
+            .iter()
+            .map(|s| match s.lock() {
+                Ok(g) => g.clone(),
+                Err(p) => p.into_inner().clone(),
+            })
+            .collect()
+    }
+}
+
+fn merged(shards: &[Snapshot]) -> Snapshot {
+    let mut total = Snapshot::default();
+    for s in shards {
+        total.counters.add(&s.counters);
+        let _ = total.latency.publish_to_send.add(&s.latency.publish_to_send);
+        let _ = total.latency.send_complete.add(&s.latency.send_complete);
+    }
+    total
+}
+
+fn hist_json(h: &Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "p50": h.value_at_quantile(0.5),
+        "p90": h.value_at_quantile(0.9),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+fn snapshot_json(s: &Snapshot, shard: Option<usize>) -> Value {
+    let mut m = Map::new();
+    if let Some(id) = shard {
+        m.insert("shard".into(), json!(id));
+    }
+    for (name, v, _) in s.counters.fields() {
+        m.insert(name.into(), json!(v));
+    }
+    m.insert(
+        "latency_us".into(),
+        json!({
+            "publish_to_send": hist_json(&s.latency.publish_to_send),
+            "send_complete": hist_json(&s.latency.send_complete),
+        }),
+    );
+    Value::Object(m)
+}
+
+/// `GET /stats`: per shard and merged.
+pub fn render_json(shards: &[Snapshot]) -> String {
+    let total = merged(shards);
+    let v = json!({
+        "shards": shards.iter().enumerate().map(|(i, s)| snapshot_json(s, Some(i))).collect::<Vec<_>>(),
+        "total": snapshot_json(&total, None),
+    });
+    v.to_string()
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4, one series per shard.
+pub fn render_prometheus(shards: &[Snapshot]) -> String {
+    let mut out = String::with_capacity(8192);
+    let names = Counters::default().fields();
+    for (idx, (name, _, gauge)) in names.iter().enumerate() {
+        let metric = if *gauge {
+            format!("corecast_{name}")
+        } else {
+            format!("corecast_{name}_total")
+        };
+        let kind = if *gauge { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# HELP {metric} corecast {} per shard.", name.replace('_', " "));
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for (i, s) in shards.iter().enumerate() {
+            let _ = writeln!(out, "{metric}{{shard=\"{i}\"}} {}", s.counters.fields()[idx].1);
+        }
+    }
+    for (metric, pick) in [
+        ("corecast_publish_to_send_latency_seconds", 0usize),
+        ("corecast_send_complete_latency_seconds", 1usize),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} Latency summary from HDR histograms.");
+        let _ = writeln!(out, "# TYPE {metric} summary");
+        for (i, s) in shards.iter().enumerate() {
+            let h = if pick == 0 {
+                &s.latency.publish_to_send
+            } else {
+                &s.latency.send_complete
+            };
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{shard=\"{i}\",quantile=\"{q}\"}} {}",
+                    h.value_at_quantile(q) as f64 / 1e6
+                );
+            }
+            let sum_us: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+            let _ = writeln!(out, "{metric}_sum{{shard=\"{i}\"}} {}", sum_us / 1e6);
+            let _ = writeln!(out, "{metric}_count{{shard=\"{i}\"}} {}", h.len());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_per_shard_and_total() {
+        let mut a = Snapshot::default();
+        a.counters.published = 3;
+        Latencies::record_ns(&mut a.latency.publish_to_send, 5_000);
+        let mut b = Snapshot::default();
+        b.counters.published = 4;
+        let v: Value = serde_json::from_str(&render_json(&[a, b])).unwrap();
+        assert_eq!(v["shards"].as_array().unwrap().len(), 2);
+        assert_eq!(v["total"]["published"], 7);
+        assert_eq!(v["total"]["latency_us"]["publish_to_send"]["count"], 1);
+        assert_eq!(v["total"]["latency_us"]["publish_to_send"]["p50"], 5);
+    }
+
+    #[test]
+    fn board_skips_when_a_reader_holds_the_slot() {
+        let board = StatsBoard::new(1);
+        let guard = board.slots[0].lock().unwrap();
+        assert!(!board.publish(0, &Counters::default(), &Latencies::new()));
+        drop(guard);
+        assert!(board.publish(0, &Counters::default(), &Latencies::new()));
+    }
+}

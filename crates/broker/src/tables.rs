@@ -1,0 +1,271 @@
+//! The channel table, split the way the brief splits it:
+//! - `Local`: which of this shard's connections subscribe to a channel or pattern;
+//! - `Owned`: for channels this shard owns, how many subscribers each shard has (so PUBLISH can
+//!   answer with the exact count and fan out only to interested shards);
+//! - `Patterns`: every shard's subscriber counts per pattern, replicated on every shard, since
+//!   any owner may publish a matching channel.
+
+use std::collections::HashMap;
+
+use ahash::RandomState;
+use bytes::Bytes;
+
+use crate::msg::Ns;
+
+/// A connection reference that can never reach a later connection in the same slab slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    /// Slab key.
+    pub key: u32,
+    /// Generation of the connection in that slot.
+    pub gen: u32,
+}
+
+type Map<V> = HashMap<Bytes, V, RandomState>;
+
+/// This shard's subscribers per channel (one map per namespace) and per pattern.
+#[derive(Default)]
+pub struct Local {
+    channels: [Map<Vec<ConnRef>>; 2],
+    patterns: Map<Vec<ConnRef>>,
+}
+
+impl Local {
+    /// Adds a subscriber; returns how many local subscribers the channel now has.
+    pub fn subscribe(&mut self, ns: Ns, channel: &Bytes, who: ConnRef) -> usize {
+        let list = self.channels[ns as usize].entry(channel.clone()).or_default();
+        list.push(who);
+        list.len()
+    }
+
+    /// Removes a subscriber; returns the remaining count (None if it was not there).
+    pub fn unsubscribe(&mut self, ns: Ns, channel: &[u8], who: ConnRef) -> Option<usize> {
+        remove_from(&mut self.channels[ns as usize], channel, who)
+    }
+
+    /// Adds a pattern subscriber; returns the local count.
+    pub fn psubscribe(&mut self, pattern: &Bytes, who: ConnRef) -> usize {
+        let list = self.patterns.entry(pattern.clone()).or_default();
+        list.push(who);
+        list.len()
+    }
+
+    /// Removes a pattern subscriber; returns the remaining count.
+    pub fn punsubscribe(&mut self, pattern: &[u8], who: ConnRef) -> Option<usize> {
+        remove_from(&mut self.patterns, pattern, who)
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscribers(&self, ns: Ns, channel: &[u8]) -> &[ConnRef] {
+        self.channels[ns as usize].get(channel).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Local subscribers of a pattern.
+    pub fn pattern_subscribers(&self, pattern: &[u8]) -> &[ConnRef] {
+        self.patterns.get(pattern).map_or(&[], |v| v.as_slice())
+    }
+}
+
+fn remove_from(map: &mut Map<Vec<ConnRef>>, name: &[u8], who: ConnRef) -> Option<usize> {
+    let list = map.get_mut(name)?;
+    let pos = list.iter().position(|c| *c == who)?;
+    list.swap_remove(pos);
+    let left = list.len();
+    if left == 0 {
+        map.remove(name);
+    }
+    Some(left)
+}
+
+/// What an owner keeps for one channel.
+pub struct OwnedChannel {
+    /// The channel name (shared with deliveries).
+    pub name: Bytes,
+    /// Messages published so far (per-channel order; history and resume will use it).
+    pub seq: u64,
+    /// Subscribers per shard.
+    pub per_shard: Box<[u32]>,
+    /// Sum of `per_shard`.
+    pub total: u32,
+}
+
+/// Channels this shard owns that have subscribers somewhere.
+pub struct Owned {
+    shards: usize,
+    channels: [Map<OwnedChannel>; 2],
+}
+
+impl Owned {
+    /// An empty table for a mesh of `shards`.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards,
+            channels: Default::default(),
+        }
+    }
+
+    /// Applies a subscriber-count change from `shard`.
+    pub fn apply(&mut self, ns: Ns, channel: &Bytes, shard: usize, delta: i32) {
+        let map = &mut self.channels[ns as usize];
+        if delta > 0 {
+            let shards = self.shards;
+            let c = map.entry(channel.clone()).or_insert_with(|| OwnedChannel {
+                name: channel.clone(),
+                seq: 0,
+                per_shard: vec![0; shards].into_boxed_slice(),
+                total: 0,
+            });
+            c.per_shard[shard] += delta as u32;
+            c.total += delta as u32;
+        } else if let Some(c) = map.get_mut(channel.as_ref()) {
+            let d = (-delta) as u32;
+            debug_assert!(c.per_shard[shard] >= d, "unsubscribe without subscribe");
+            c.per_shard[shard] = c.per_shard[shard].saturating_sub(d);
+            c.total = c.total.saturating_sub(d);
+            if c.total == 0 {
+                map.remove(channel.as_ref());
+            }
+        }
+    }
+
+    /// The entry for a channel, if it has subscribers.
+    pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<&mut OwnedChannel> {
+        self.channels[ns as usize].get_mut(channel)
+    }
+
+    /// Total subscribers of a channel.
+    pub fn total(&self, ns: Ns, channel: &[u8]) -> u32 {
+        self.channels[ns as usize].get(channel).map_or(0, |c| c.total)
+    }
+
+    /// Active channels in a namespace.
+    pub fn names(&self, ns: Ns) -> impl Iterator<Item = &Bytes> {
+        self.channels[ns as usize].keys()
+    }
+
+    /// Number of owned channels with subscribers, both namespaces.
+    pub fn len(&self) -> usize {
+        self.channels[0].len() + self.channels[1].len()
+    }
+
+    /// Whether no owned channel has subscribers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One pattern's subscriber counts on every shard.
+pub struct PatternEntry {
+    /// The glob pattern.
+    pub pattern: Bytes,
+    /// Subscribers per shard.
+    pub per_shard: Box<[u32]>,
+    /// Sum of `per_shard`.
+    pub total: u32,
+}
+
+/// All patterns with subscribers anywhere (a replica on every shard).
+pub struct Patterns {
+    shards: usize,
+    index: Map<usize>,
+    /// Dense list for matching a published channel against every pattern.
+    pub entries: Vec<PatternEntry>,
+}
+
+impl Patterns {
+    /// Empty.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards,
+            index: Map::default(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Applies a count change from `shard`.
+    pub fn apply(&mut self, pattern: &Bytes, shard: usize, delta: i32) {
+        if let Some(&i) = self.index.get(pattern.as_ref()) {
+            let e = &mut self.entries[i];
+            if delta > 0 {
+                e.per_shard[shard] += delta as u32;
+                e.total += delta as u32;
+            } else {
+                let d = (-delta) as u32;
+                e.per_shard[shard] = e.per_shard[shard].saturating_sub(d);
+                e.total = e.total.saturating_sub(d);
+                if e.total == 0 {
+                    self.index.remove(pattern.as_ref());
+                    self.entries.swap_remove(i);
+                    if i < self.entries.len() {
+                        let moved = self.entries[i].pattern.clone();
+                        self.index.insert(moved, i);
+                    }
+                }
+            }
+        } else if delta > 0 {
+            let mut per_shard = vec![0; self.shards].into_boxed_slice();
+            per_shard[shard] = delta as u32;
+            self.index.insert(pattern.clone(), self.entries.len());
+            self.entries.push(PatternEntry {
+                pattern: pattern.clone(),
+                per_shard,
+                total: delta as u32,
+            });
+        }
+    }
+
+    /// Number of distinct patterns with subscribers (PUBSUB NUMPAT).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_counts_follow_deltas_and_forget_empty_channels() {
+        let mut o = Owned::new(2);
+        let ch = Bytes::from_static(b"news");
+        o.apply(Ns::Plain, &ch, 0, 1);
+        o.apply(Ns::Plain, &ch, 1, 1);
+        o.apply(Ns::Plain, &ch, 1, 1);
+        assert_eq!(o.total(Ns::Plain, b"news"), 3);
+        assert_eq!(o.total(Ns::Shard, b"news"), 0);
+        o.apply(Ns::Plain, &ch, 1, -1);
+        o.apply(Ns::Plain, &ch, 1, -1);
+        o.apply(Ns::Plain, &ch, 0, -1);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn patterns_keep_a_dense_index() {
+        let mut p = Patterns::new(2);
+        let a = Bytes::from_static(b"a*");
+        let b = Bytes::from_static(b"b*");
+        p.apply(&a, 0, 1);
+        p.apply(&b, 1, 1);
+        p.apply(&a, 0, -1);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.entries[0].pattern, b);
+        p.apply(&b, 1, -1);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn local_lists_drop_empty_channels() {
+        let mut l = Local::default();
+        let ch = Bytes::from_static(b"x");
+        let c = ConnRef { key: 1, gen: 1 };
+        assert_eq!(l.subscribe(Ns::Plain, &ch, c), 1);
+        assert_eq!(l.unsubscribe(Ns::Plain, b"x", c), Some(0));
+        assert_eq!(l.unsubscribe(Ns::Plain, b"x", c), None);
+        assert!(l.subscribers(Ns::Plain, b"x").is_empty());
+    }
+}

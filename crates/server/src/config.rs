@@ -1,0 +1,252 @@
+//! Command line and config file. Every option exists in both, under the same name (dashes on
+//! the command line, underscores in the file); the command line wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use corecast_broker::{BrokerConfig, SlowConsumerPolicy};
+use serde::Deserialize;
+
+/// corecast: a thread-per-core io_uring pub/sub broker speaking the Redis pub/sub protocol.
+#[derive(Debug, Parser, Default)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// TOML file with the same keys as these options (e.g. max_pending_bytes = 8388608).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Number of shards: the first N CPUs of the process affinity mask. Default: all of them.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// CPUs to run shards on, e.g. 0,2-5 (each must be in the affinity mask).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Redis protocol listener.
+    #[arg(long, value_name = "ADDR")]
+    pub resp_listen: Option<SocketAddr>,
+    /// HTTP listener (/healthz, /stats, /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Maximum open client connections across all shards [default: 10000].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Bytes queued for one connection before the slow-consumer policy applies [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub max_pending_bytes: Option<usize>,
+    /// What to do with a subscriber past max-pending-bytes: disconnect or drop [default: disconnect].
+    #[arg(long, value_name = "POLICY")]
+    pub slow_consumer: Option<String>,
+    /// Frames of at least this many bytes are sent with SEND_ZC; 0 disables [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub zerocopy_threshold: Option<usize>,
+    /// Largest bulk string (channel or payload) a client may send [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bulk_len: Option<usize>,
+    /// Largest unparsed input held for one connection [default: max-bulk-len + 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_unparsed_bytes: Option<usize>,
+    /// Messages each shard-to-shard ring holds [default: 4096].
+    #[arg(long)]
+    pub ring_capacity: Option<usize>,
+    /// Bytes in one SENDMSG batch [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_send_batch_bytes: Option<usize>,
+    /// PUBLISH commands of one connection awaiting a remote shard before its input pauses [default: 1024].
+    #[arg(long)]
+    pub max_inflight_publishes: Option<usize>,
+    /// Provided receive buffers per shard, a power of two [default: 512].
+    #[arg(long)]
+    pub recv_buffers: Option<u16>,
+    /// Size of each receive buffer [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub recv_buffer_size: Option<usize>,
+    /// How long shutdown waits for queued data to drain [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Log filter (tracing EnvFilter syntax) [default: info].
+    #[arg(long)]
+    pub log: Option<String>,
+}
+
+/// The config file: the same keys as [`Cli`].
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    shards: Option<usize>,
+    cores: Option<String>,
+    resp_listen: Option<String>,
+    http_listen: Option<String>,
+    max_connections: Option<usize>,
+    max_pending_bytes: Option<usize>,
+    slow_consumer: Option<String>,
+    zerocopy_threshold: Option<usize>,
+    max_bulk_len: Option<usize>,
+    max_unparsed_bytes: Option<usize>,
+    ring_capacity: Option<usize>,
+    max_send_batch_bytes: Option<usize>,
+    max_inflight_publishes: Option<usize>,
+    recv_buffers: Option<u16>,
+    recv_buffer_size: Option<usize>,
+    shutdown_timeout_ms: Option<u64>,
+    log: Option<String>,
+}
+
+/// A configuration problem, always naming the key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid value for {key}: {why}"))
+}
+
+/// The resolved settings.
+pub struct Settings {
+    /// Broker configuration.
+    pub broker: BrokerConfig,
+    /// Log filter.
+    pub log: String,
+}
+
+/// Merges the file (if any) under the command line and validates everything.
+pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
+    let file = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| ConfigError(format!("invalid config {}: {e}", path.display())))?
+        }
+        None => FileConfig::default(),
+    };
+    let d = BrokerConfig::default();
+    let addr = |key: &str, cli: Option<SocketAddr>, file: Option<String>, default: SocketAddr| match (cli, file) {
+        (Some(a), _) => Ok(a),
+        (None, Some(s)) => s.parse::<SocketAddr>().map_err(|e| bad(key, e)),
+        (None, None) => Ok(default),
+    };
+    let resp_listen = addr("resp_listen", cli.resp_listen, file.resp_listen, "0.0.0.0:6379".parse().expect("literal"))?;
+    let http_listen = addr("http_listen", cli.http_listen, file.http_listen, "0.0.0.0:8080".parse().expect("literal"))?;
+    let slow_consumer = match cli.slow_consumer.or(file.slow_consumer) {
+        Some(s) => s.parse::<SlowConsumerPolicy>().map_err(|e| bad("slow_consumer", e))?,
+        None => d.slow_consumer,
+    };
+    let allowed = corecast_runtime::process_cpus().map_err(|e| bad("cores", e))?;
+    let cores = match cli.cores.or(file.cores) {
+        Some(text) => Some(corecast_runtime::parse_core_list(&text).map_err(|e| bad("cores", e))?),
+        None => None,
+    };
+    let shards = cli.shards.or(file.shards);
+    if shards == Some(0) {
+        return Err(bad("shards", "must be at least 1"));
+    }
+    let cpus = corecast_runtime::affinity::select_cpus(&allowed, cores.as_deref(), shards).map_err(|e| {
+        bad(if cores.is_some() { "cores" } else { "shards" }, e)
+    })?;
+    let max_bulk_len = cli.max_bulk_len.or(file.max_bulk_len).unwrap_or(d.max_bulk_len);
+    let broker = BrokerConfig {
+        cpus,
+        resp_listen,
+        http_listen,
+        max_connections: cli.max_connections.or(file.max_connections).unwrap_or(d.max_connections),
+        max_pending_bytes: cli.max_pending_bytes.or(file.max_pending_bytes).unwrap_or(d.max_pending_bytes),
+        slow_consumer,
+        zerocopy_threshold: cli.zerocopy_threshold.or(file.zerocopy_threshold).unwrap_or(d.zerocopy_threshold),
+        max_bulk_len,
+        max_unparsed_bytes: cli
+            .max_unparsed_bytes
+            .or(file.max_unparsed_bytes)
+            .unwrap_or(max_bulk_len + (64 << 10)),
+        ring_capacity: cli.ring_capacity.or(file.ring_capacity).unwrap_or(d.ring_capacity),
+        max_send_batch_bytes: cli.max_send_batch_bytes.or(file.max_send_batch_bytes).unwrap_or(d.max_send_batch_bytes),
+        max_inflight_publishes: cli
+            .max_inflight_publishes
+            .or(file.max_inflight_publishes)
+            .unwrap_or(d.max_inflight_publishes),
+        recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(d.recv_buffers),
+        recv_buffer_size: cli.recv_buffer_size.or(file.recv_buffer_size).unwrap_or(d.recv_buffer_size),
+        shutdown_timeout_ms: cli.shutdown_timeout_ms.or(file.shutdown_timeout_ms).unwrap_or(d.shutdown_timeout_ms),
+        stats_interval_ms: d.stats_interval_ms,
+    };
+    validate(&broker)?;
+    Ok(Settings {
+        broker,
+        log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+    })
+}
+
+fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
+    if b.max_connections == 0 {
+        return Err(bad("max_connections", "must be at least 1"));
+    }
+    if b.max_bulk_len < 16 {
+        return Err(bad("max_bulk_len", "must be at least 16"));
+    }
+    if b.max_pending_bytes < b.max_bulk_len + 64 {
+        return Err(bad(
+            "max_pending_bytes",
+            format!("must exceed max_bulk_len ({}) so one message always fits", b.max_bulk_len),
+        ));
+    }
+    if b.max_unparsed_bytes < b.max_bulk_len + 1024 {
+        return Err(bad("max_unparsed_bytes", "must exceed max_bulk_len by at least 1024 so one command fits"));
+    }
+    if !(2..=1 << 20).contains(&b.ring_capacity) {
+        return Err(bad("ring_capacity", "must be between 2 and 1048576"));
+    }
+    if !b.recv_buffers.is_power_of_two() || b.recv_buffers > 32768 {
+        return Err(bad("recv_buffers", "must be a power of two up to 32768"));
+    }
+    if !(512..=1 << 24).contains(&b.recv_buffer_size) {
+        return Err(bad("recv_buffer_size", "must be between 512 and 16777216"));
+    }
+    if b.max_send_batch_bytes < 4096 {
+        return Err(bad("max_send_batch_bytes", "must be at least 4096"));
+    }
+    if b.max_inflight_publishes == 0 || b.max_inflight_publishes > 65536 {
+        return Err(bad("max_inflight_publishes", "must be between 1 and 65536"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_apply_and_flags_override_them() {
+        let dir = std::env::temp_dir().join(format!("corecast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "max_pending_bytes = 4000000\nslow_consumer = \"drop\"\nshards = 1\n").unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            max_pending_bytes: Some(3_000_000),
+            ..Cli::default()
+        };
+        let s = resolve(cli).unwrap();
+        assert_eq!(s.broker.max_pending_bytes, 3_000_000);
+        assert_eq!(s.broker.slow_consumer, SlowConsumerPolicy::Drop);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cli = Cli {
+            slow_consumer: Some("maybe".into()),
+            ..Cli::default()
+        };
+        let e = resolve(cli).err().unwrap();
+        assert!(e.0.contains("slow_consumer"), "{e}");
+        let cli = Cli {
+            recv_buffers: Some(100),
+            ..Cli::default()
+        };
+        assert!(resolve(cli).err().unwrap().0.contains("recv_buffers"));
+    }
+}
