@@ -74,20 +74,34 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
     if shards == 0 {
         return Err(LaunchError::NoCpus);
     }
-    let bind = |addr: SocketAddr| bind_reuseport(addr, BACKLOG).map_err(|source| LaunchError::Bind { addr, source });
+    let bind = |addr: SocketAddr| {
+        bind_reuseport(addr, BACKLOG).map_err(|source| LaunchError::Bind { addr, source })
+    };
     let mut per_shard: Vec<Vec<Listener>> = Vec::with_capacity(shards);
     let (first_resp, resp_addr) = bind(cfg.resp_listen)?;
     let (first_http, http_addr) = bind(cfg.http_listen)?;
     per_shard.push(vec![
-        Listener { fd: first_resp, proto: Protocol::Resp },
-        Listener { fd: first_http, proto: Protocol::Http },
+        Listener {
+            fd: first_resp,
+            proto: Protocol::Resp,
+        },
+        Listener {
+            fd: first_http,
+            proto: Protocol::Http,
+        },
     ]);
     for _ in 1..shards {
         let (r, _) = bind(resp_addr)?;
         let (h, _) = bind(http_addr)?;
         per_shard.push(vec![
-            Listener { fd: r, proto: Protocol::Resp },
-            Listener { fd: h, proto: Protocol::Http },
+            Listener {
+                fd: r,
+                proto: Protocol::Resp,
+            },
+            Listener {
+                fd: h,
+                proto: Protocol::Http,
+            },
         ]);
     }
     let cfg = Arc::new(cfg);

@@ -134,7 +134,12 @@ impl Outbound {
 
     /// Fills `iov` with the sendable prefix of the queue, up to `max_iov` entries and
     /// `max_bytes` bytes (at least one frame if any is sendable).
-    pub fn gather(&mut self, iov: &mut Vec<libc::iovec>, max_iov: usize, max_bytes: usize) -> Batch {
+    pub fn gather(
+        &mut self,
+        iov: &mut Vec<libc::iovec>,
+        max_iov: usize,
+        max_bytes: usize,
+    ) -> Batch {
         self.seal();
         iov.clear();
         let mut batch = Batch {
@@ -143,7 +148,9 @@ impl Outbound {
             oldest_ts_ns: 0,
         };
         for (i, item) in self.items.iter().enumerate() {
-            let Item::Frame { bytes, ts_ns } = item else { break };
+            let Item::Frame { bytes, ts_ns } = item else {
+                break;
+            };
             let skip = if i == 0 { self.head_offset } else { 0 };
             let len = bytes.len() - skip;
             if batch.iovecs > 0 && (batch.iovecs >= max_iov || batch.bytes + len > max_bytes) {
@@ -166,7 +173,8 @@ impl Outbound {
 
     /// Whether the front of the queue holds bytes that can be sent now.
     pub fn sendable(&self) -> bool {
-        matches!(self.items.front(), Some(Item::Frame { .. })) || (self.items.is_empty() && !self.replies.is_empty())
+        matches!(self.items.front(), Some(Item::Frame { .. }))
+            || (self.items.is_empty() && !self.replies.is_empty())
     }
 
     /// Marks `n` bytes as sent from the front.
@@ -205,7 +213,9 @@ mod tests {
         let mut v = Vec::new();
         for i in &iov {
             // SAFETY: the iovecs point into frames still owned by `o`.
-            v.extend_from_slice(unsafe { std::slice::from_raw_parts(i.iov_base as *const u8, i.iov_len) });
+            v.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(i.iov_base as *const u8, i.iov_len)
+            });
         }
         assert_eq!(v.len(), b.bytes);
         v

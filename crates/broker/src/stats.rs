@@ -60,7 +60,11 @@ impl Counters {
             ("delivered", self.delivered, false),
             ("bytes_in", self.bytes_in, false),
             ("bytes_out", self.bytes_out, false),
-            ("slow_consumer_disconnects", self.slow_consumer_disconnects, false),
+            (
+                "slow_consumer_disconnects",
+                self.slow_consumer_disconnects,
+                false,
+            ),
             ("dropped", self.dropped, false),
             ("ring_full", self.ring_full, false),
             ("sq_stalls", self.sq_stalls, false),
@@ -77,10 +81,24 @@ impl Counters {
     fn add(&mut self, o: &Counters) {
         macro_rules! sum { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
         sum!(
-            connections, subscriptions, channels, published, delivered, bytes_in, bytes_out,
-            slow_consumer_disconnects, dropped, ring_full, sq_stalls, accepted,
-            rejected_connections, protocol_errors, input_overflows, recv_no_buffers,
-            send_batches, zerocopy_sends
+            connections,
+            subscriptions,
+            channels,
+            published,
+            delivered,
+            bytes_in,
+            bytes_out,
+            slow_consumer_disconnects,
+            dropped,
+            ring_full,
+            sq_stalls,
+            accepted,
+            rejected_connections,
+            protocol_errors,
+            input_overflows,
+            recv_no_buffers,
+            send_batches,
+            zerocopy_sends
         );
     }
 }
@@ -135,7 +153,9 @@ impl StatsBoard {
     /// A board for `shards` shards.
     pub fn new(shards: usize) -> Self {
         Self {
-            slots: (0..shards).map(|_| Mutex::new(Snapshot::default())).collect(),
+            slots: (0..shards)
+                .map(|_| Mutex::new(Snapshot::default()))
+                .collect(),
         }
     }
 
@@ -170,7 +190,10 @@ fn merged(shards: &[Snapshot]) -> Snapshot {
     let mut total = Snapshot::default();
     for s in shards {
         total.counters.add(&s.counters);
-        let _ = total.latency.publish_to_send.add(&s.latency.publish_to_send);
+        let _ = total
+            .latency
+            .publish_to_send
+            .add(&s.latency.publish_to_send);
         let _ = total.latency.send_complete.add(&s.latency.send_complete);
     }
     total
@@ -226,10 +249,18 @@ pub fn render_prometheus(shards: &[Snapshot]) -> String {
             format!("corecast_{name}_total")
         };
         let kind = if *gauge { "gauge" } else { "counter" };
-        let _ = writeln!(out, "# HELP {metric} corecast {} per shard.", name.replace('_', " "));
+        let _ = writeln!(
+            out,
+            "# HELP {metric} corecast {} per shard.",
+            name.replace('_', " ")
+        );
         let _ = writeln!(out, "# TYPE {metric} {kind}");
         for (i, s) in shards.iter().enumerate() {
-            let _ = writeln!(out, "{metric}{{shard=\"{i}\"}} {}", s.counters.fields()[idx].1);
+            let _ = writeln!(
+                out,
+                "{metric}{{shard=\"{i}\"}} {}",
+                s.counters.fields()[idx].1
+            );
         }
     }
     for (metric, pick) in [
@@ -251,7 +282,10 @@ pub fn render_prometheus(shards: &[Snapshot]) -> String {
                     h.value_at_quantile(q) as f64 / 1e6
                 );
             }
-            let sum_us: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+            let sum_us: f64 = h
+                .iter_recorded()
+                .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+                .sum();
             let _ = writeln!(out, "{metric}_sum{{shard=\"{i}\"}} {}", sum_us / 1e6);
             let _ = writeln!(out, "{metric}_count{{shard=\"{i}\"}} {}", h.len());
         }

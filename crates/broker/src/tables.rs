@@ -33,7 +33,9 @@ pub struct Local {
 impl Local {
     /// Adds a subscriber; returns how many local subscribers the channel now has.
     pub fn subscribe(&mut self, ns: Ns, channel: &Bytes, who: ConnRef) -> usize {
-        let list = self.channels[ns as usize].entry(channel.clone()).or_default();
+        let list = self.channels[ns as usize]
+            .entry(channel.clone())
+            .or_default();
         list.push(who);
         list.len()
     }
@@ -57,7 +59,9 @@ impl Local {
 
     /// Local subscribers of a channel.
     pub fn subscribers(&self, ns: Ns, channel: &[u8]) -> &[ConnRef] {
-        self.channels[ns as usize].get(channel).map_or(&[], |v| v.as_slice())
+        self.channels[ns as usize]
+            .get(channel)
+            .map_or(&[], |v| v.as_slice())
     }
 
     /// Local subscribers of a pattern.
@@ -135,7 +139,9 @@ impl Owned {
 
     /// Total subscribers of a channel.
     pub fn total(&self, ns: Ns, channel: &[u8]) -> u32 {
-        self.channels[ns as usize].get(channel).map_or(0, |c| c.total)
+        self.channels[ns as usize]
+            .get(channel)
+            .map_or(0, |c| c.total)
     }
 
     /// Active channels in a namespace.

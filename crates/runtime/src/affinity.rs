@@ -24,9 +24,12 @@ pub enum AffinityError {
 pub fn process_cpus() -> Result<Vec<usize>, AffinityError> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
-        return Err(AffinityError::Sys(std::io::Error::last_os_error().to_string()));
+        return Err(AffinityError::Sys(
+            std::io::Error::last_os_error().to_string(),
+        ));
     }
     Ok((0..libc::CPU_SETSIZE as usize)
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
@@ -42,7 +45,10 @@ pub fn parse_core_list(text: &str) -> Result<Vec<usize>, AffinityError> {
             return Err(bad());
         }
         let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
             None => {
                 let c: usize = part.parse().map_err(|_| bad())?;
                 (c, c)
@@ -109,7 +115,10 @@ mod tests {
     fn selection_respects_mask_and_count() {
         let allowed = [0, 1, 2, 3];
         assert_eq!(select_cpus(&allowed, None, Some(2)).unwrap(), vec![0, 1]);
-        assert_eq!(select_cpus(&allowed, Some(&[3, 1]), None).unwrap(), vec![3, 1]);
+        assert_eq!(
+            select_cpus(&allowed, Some(&[3, 1]), None).unwrap(),
+            vec![3, 1]
+        );
         assert!(select_cpus(&allowed, Some(&[7]), None).is_err());
         assert!(select_cpus(&allowed, None, Some(9)).is_err());
     }

@@ -29,8 +29,15 @@ impl BufRing {
     /// Allocates `entries` buffers of `buf_size` bytes (entries: power of two, ≤ 32768) on the
     /// calling thread and registers them as group `group` with `ring`.
     pub fn new(ring: &IoUring, group: u16, entries: u16, buf_size: usize) -> io::Result<Self> {
-        if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 || buf_size > u32::MAX as usize {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad buffer ring size"));
+        if !entries.is_power_of_two()
+            || entries > 32768
+            || buf_size == 0
+            || buf_size > u32::MAX as usize
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad buffer ring size",
+            ));
         }
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         // SAFETY: anonymous private mapping; checked for MAP_FAILED below.

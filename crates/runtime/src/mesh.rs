@@ -98,7 +98,10 @@ impl<T> MeshEndpoint<T> {
     /// Pushes towards `to`; a full ring hands the value back (the caller queues it and counts
     /// a ring-full event). Panics in debug builds if `to` is this shard.
     pub fn push(&self, to: usize, value: T) -> Result<(), T> {
-        debug_assert_ne!(to, self.id, "a shard never sends to itself through the mesh");
+        debug_assert_ne!(
+            to, self.id,
+            "a shard never sends to itself through the mesh"
+        );
         match &self.tx[to] {
             Some(p) => p.push(value),
             None => Err(value),
@@ -169,6 +172,9 @@ mod tests {
         assert!(eps[0].must_wake(1));
         assert!(!eps[0].must_wake(1));
         eps[1].awake();
-        assert!(!eps[1].prepare_sleep(), "a pending value keeps the shard awake");
+        assert!(
+            !eps[1].prepare_sleep(),
+            "a pending value keeps the shard awake"
+        );
     }
 }

@@ -131,7 +131,8 @@ impl<T> Consumer<T> {
             }
         }
         // SAFETY: head < tail, so the slot is initialised and the producer does not touch it.
-        let value = unsafe { (*self.shared.slots[head & self.shared.mask].get()).assume_init_read() };
+        let value =
+            unsafe { (*self.shared.slots[head & self.shared.mask].get()).assume_init_read() };
         self.head.set(head + 1);
         self.shared.head.0.store(head + 1, Ordering::Release);
         Some(value)

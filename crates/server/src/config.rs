@@ -125,15 +125,30 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         None => FileConfig::default(),
     };
     let d = BrokerConfig::default();
-    let addr = |key: &str, cli: Option<SocketAddr>, file: Option<String>, default: SocketAddr| match (cli, file) {
-        (Some(a), _) => Ok(a),
-        (None, Some(s)) => s.parse::<SocketAddr>().map_err(|e| bad(key, e)),
-        (None, None) => Ok(default),
-    };
-    let resp_listen = addr("resp_listen", cli.resp_listen, file.resp_listen, "0.0.0.0:6379".parse().expect("literal"))?;
-    let http_listen = addr("http_listen", cli.http_listen, file.http_listen, "0.0.0.0:8080".parse().expect("literal"))?;
+    let addr =
+        |key: &str, cli: Option<SocketAddr>, file: Option<String>, default: SocketAddr| match (
+            cli, file,
+        ) {
+            (Some(a), _) => Ok(a),
+            (None, Some(s)) => s.parse::<SocketAddr>().map_err(|e| bad(key, e)),
+            (None, None) => Ok(default),
+        };
+    let resp_listen = addr(
+        "resp_listen",
+        cli.resp_listen,
+        file.resp_listen,
+        "0.0.0.0:6379".parse().expect("literal"),
+    )?;
+    let http_listen = addr(
+        "http_listen",
+        cli.http_listen,
+        file.http_listen,
+        "0.0.0.0:8080".parse().expect("literal"),
+    )?;
     let slow_consumer = match cli.slow_consumer.or(file.slow_consumer) {
-        Some(s) => s.parse::<SlowConsumerPolicy>().map_err(|e| bad("slow_consumer", e))?,
+        Some(s) => s
+            .parse::<SlowConsumerPolicy>()
+            .map_err(|e| bad("slow_consumer", e))?,
         None => d.slow_consumer,
     };
     let allowed = corecast_runtime::process_cpus().map_err(|e| bad("cores", e))?;
@@ -145,32 +160,58 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
     if shards == Some(0) {
         return Err(bad("shards", "must be at least 1"));
     }
-    let cpus = corecast_runtime::affinity::select_cpus(&allowed, cores.as_deref(), shards).map_err(|e| {
-        bad(if cores.is_some() { "cores" } else { "shards" }, e)
-    })?;
-    let max_bulk_len = cli.max_bulk_len.or(file.max_bulk_len).unwrap_or(d.max_bulk_len);
+    let cpus = corecast_runtime::affinity::select_cpus(&allowed, cores.as_deref(), shards)
+        .map_err(|e| bad(if cores.is_some() { "cores" } else { "shards" }, e))?;
+    let max_bulk_len = cli
+        .max_bulk_len
+        .or(file.max_bulk_len)
+        .unwrap_or(d.max_bulk_len);
     let broker = BrokerConfig {
         cpus,
         resp_listen,
         http_listen,
-        max_connections: cli.max_connections.or(file.max_connections).unwrap_or(d.max_connections),
-        max_pending_bytes: cli.max_pending_bytes.or(file.max_pending_bytes).unwrap_or(d.max_pending_bytes),
+        max_connections: cli
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(d.max_connections),
+        max_pending_bytes: cli
+            .max_pending_bytes
+            .or(file.max_pending_bytes)
+            .unwrap_or(d.max_pending_bytes),
         slow_consumer,
-        zerocopy_threshold: cli.zerocopy_threshold.or(file.zerocopy_threshold).unwrap_or(d.zerocopy_threshold),
+        zerocopy_threshold: cli
+            .zerocopy_threshold
+            .or(file.zerocopy_threshold)
+            .unwrap_or(d.zerocopy_threshold),
         max_bulk_len,
         max_unparsed_bytes: cli
             .max_unparsed_bytes
             .or(file.max_unparsed_bytes)
             .unwrap_or(max_bulk_len + (64 << 10)),
-        ring_capacity: cli.ring_capacity.or(file.ring_capacity).unwrap_or(d.ring_capacity),
-        max_send_batch_bytes: cli.max_send_batch_bytes.or(file.max_send_batch_bytes).unwrap_or(d.max_send_batch_bytes),
+        ring_capacity: cli
+            .ring_capacity
+            .or(file.ring_capacity)
+            .unwrap_or(d.ring_capacity),
+        max_send_batch_bytes: cli
+            .max_send_batch_bytes
+            .or(file.max_send_batch_bytes)
+            .unwrap_or(d.max_send_batch_bytes),
         max_inflight_publishes: cli
             .max_inflight_publishes
             .or(file.max_inflight_publishes)
             .unwrap_or(d.max_inflight_publishes),
-        recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(d.recv_buffers),
-        recv_buffer_size: cli.recv_buffer_size.or(file.recv_buffer_size).unwrap_or(d.recv_buffer_size),
-        shutdown_timeout_ms: cli.shutdown_timeout_ms.or(file.shutdown_timeout_ms).unwrap_or(d.shutdown_timeout_ms),
+        recv_buffers: cli
+            .recv_buffers
+            .or(file.recv_buffers)
+            .unwrap_or(d.recv_buffers),
+        recv_buffer_size: cli
+            .recv_buffer_size
+            .or(file.recv_buffer_size)
+            .unwrap_or(d.recv_buffer_size),
+        shutdown_timeout_ms: cli
+            .shutdown_timeout_ms
+            .or(file.shutdown_timeout_ms)
+            .unwrap_or(d.shutdown_timeout_ms),
         stats_interval_ms: d.stats_interval_ms,
     };
     validate(&broker)?;
@@ -190,11 +231,17 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     if b.max_pending_bytes < b.max_bulk_len + 64 {
         return Err(bad(
             "max_pending_bytes",
-            format!("must exceed max_bulk_len ({}) so one message always fits", b.max_bulk_len),
+            format!(
+                "must exceed max_bulk_len ({}) so one message always fits",
+                b.max_bulk_len
+            ),
         ));
     }
     if b.max_unparsed_bytes < b.max_bulk_len + 1024 {
-        return Err(bad("max_unparsed_bytes", "must exceed max_bulk_len by at least 1024 so one command fits"));
+        return Err(bad(
+            "max_unparsed_bytes",
+            "must exceed max_bulk_len by at least 1024 so one command fits",
+        ));
     }
     if !(2..=1 << 20).contains(&b.ring_capacity) {
         return Err(bad("ring_capacity", "must be between 2 and 1048576"));
@@ -223,7 +270,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("corecast-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "max_pending_bytes = 4000000\nslow_consumer = \"drop\"\nshards = 1\n").unwrap();
+        std::fs::write(
+            &path,
+            "max_pending_bytes = 4000000\nslow_consumer = \"drop\"\nshards = 1\n",
+        )
+        .unwrap();
         let cli = Cli {
             config: Some(path.clone()),
             max_pending_bytes: Some(3_000_000),

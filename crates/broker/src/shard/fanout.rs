@@ -87,7 +87,9 @@ impl Shard {
                 continue;
             }
             for _ in 0..DRAIN_BUDGET {
-                let Some(msg) = self.mesh.pop(from) else { break };
+                let Some(msg) = self.mesh.pop(from) else {
+                    break;
+                };
                 self.handle_msg(from, msg);
             }
         }
@@ -263,7 +265,9 @@ impl Shard {
     }
 
     fn complete(&mut self, slot: u32, value: ReplyValue) {
-        let Some(p) = self.pending.get_mut(slot as usize) else { return };
+        let Some(p) = self.pending.get_mut(slot as usize) else {
+            return;
+        };
         match (&mut p.kind, value) {
             (PendingKind::Count(acc), ReplyValue::Count(n)) => *acc += n,
             (PendingKind::NumSub(_, acc), ReplyValue::Counts(v)) => {
@@ -317,9 +321,12 @@ impl Shard {
     /// Answers a PUBSUB question from the channels this shard owns.
     pub(super) fn answer(&self, q: &Query) -> ReplyValue {
         match q {
-            Query::NumSub(ns, names) => {
-                ReplyValue::Counts(names.iter().map(|n| self.owned.total(*ns, n) as i64).collect())
-            }
+            Query::NumSub(ns, names) => ReplyValue::Counts(
+                names
+                    .iter()
+                    .map(|n| self.owned.total(*ns, n) as i64)
+                    .collect(),
+            ),
             Query::Channels(ns, pattern) => ReplyValue::Names(
                 self.owned
                     .names(*ns)
@@ -451,4 +458,3 @@ impl Shard {
         conn.resp.name = state.name;
     }
 }
-

@@ -18,9 +18,7 @@ impl Shard {
             match parse_request_head(&data[pos..], MAX_HEAD_BYTES) {
                 Ok(Some((head, n))) => {
                     pos += n;
-                    let has_body = head
-                        .header("content-length")
-                        .is_some_and(|v| v != b"0")
+                    let has_body = head.header("content-length").is_some_and(|v| v != b"0")
                         || head.header("transfer-encoding").is_some();
                     let keep_alive = head.keep_alive && !has_body;
                     let mut out = Vec::new();
@@ -30,7 +28,14 @@ impl Shard {
                         }
                         ("GET", "/stats") => {
                             let body = render_json(&self.shared.board.read());
-                            response(&mut out, 200, "OK", "application/json", body.as_bytes(), keep_alive);
+                            response(
+                                &mut out,
+                                200,
+                                "OK",
+                                "application/json",
+                                body.as_bytes(),
+                                keep_alive,
+                            );
                         }
                         ("GET", "/metrics") => {
                             let body = render_prometheus(&self.shared.board.read());
@@ -51,7 +56,14 @@ impl Shard {
                             b"method not allowed\n",
                             keep_alive,
                         ),
-                        _ => response(&mut out, 404, "Not Found", "text/plain", b"not found\n", keep_alive),
+                        _ => response(
+                            &mut out,
+                            404,
+                            "Not Found",
+                            "text/plain",
+                            b"not found\n",
+                            keep_alive,
+                        ),
                     }
                     let conn = &mut self.conns[key];
                     conn.out.reply(&out);
@@ -65,7 +77,14 @@ impl Shard {
                     self.counters.protocol_errors += 1;
                     let mut out = Vec::new();
                     let body = format!("bad request: {e}\n");
-                    response(&mut out, 400, "Bad Request", "text/plain", body.as_bytes(), false);
+                    response(
+                        &mut out,
+                        400,
+                        "Bad Request",
+                        "text/plain",
+                        body.as_bytes(),
+                        false,
+                    );
                     let conn = &mut self.conns[key];
                     conn.out.reply(&out);
                     conn.life = Life::CloseAfterFlush;

@@ -142,7 +142,10 @@ impl Shard {
         let Some(c) = self.conns.get(key) else { return };
         if c.life == Life::Closing {
             self.maybe_finish(key);
-        } else if !c.recv_armed && c.life == Life::Open && !(c.stalled && c.inbuf.len() >= PAUSED_INPUT_BYTES) {
+        } else if !c.recv_armed
+            && c.life == Life::Open
+            && !(c.stalled && c.inbuf.len() >= PAUSED_INPUT_BYTES)
+        {
             self.arm_recv(key);
         }
     }
@@ -179,7 +182,11 @@ impl Shard {
             self.begin_close(key);
             return;
         }
-        if conn.stalled && conn.inbuf.len() >= PAUSED_INPUT_BYTES && conn.recv_armed && !conn.recv_cancelling {
+        if conn.stalled
+            && conn.inbuf.len() >= PAUSED_INPUT_BYTES
+            && conn.recv_armed
+            && !conn.recv_cancelling
+        {
             conn.recv_cancelling = true;
             let target = token::make(token::RECV, key as u32, conn.gen);
             let e = opcode::AsyncCancel::new(target)
@@ -235,7 +242,9 @@ impl Shard {
         let list = std::mem::take(&mut self.stalled);
         for key in list {
             let key = key as usize;
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if !conn.stalled {
                 continue;
             }
@@ -250,7 +259,9 @@ impl Shard {
             self.conns[key].stalled = false;
             self.process_inbuf(key);
             self.check_input(key);
-            let Some(c) = self.conns.get(key) else { continue };
+            let Some(c) = self.conns.get(key) else {
+                continue;
+            };
             if !c.stalled && !c.recv_armed && c.life == Life::Open {
                 self.arm_recv(key);
             }
@@ -261,7 +272,9 @@ impl Shard {
         let dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
             let key = key as usize;
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             conn.dirty = false;
             if conn.send_inflight || conn.life == Life::Closing {
                 continue;
@@ -340,7 +353,9 @@ impl Shard {
     }
 
     fn on_send_zc(&mut self, key: usize, gen: u32, res: i32, flags: u32) {
-        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else { return };
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            return;
+        };
         if cqueue::notif(flags) {
             conn.zc_frames.pop_front();
             if conn.life == Life::Closing {
@@ -358,7 +373,10 @@ impl Shard {
         let now = self.now_ns;
         let conn = &mut self.conns[key];
         conn.send_inflight = false;
-        Latencies::record_ns(&mut self.latency.send_complete, now.saturating_sub(conn.send_submit_ns));
+        Latencies::record_ns(
+            &mut self.latency.send_complete,
+            now.saturating_sub(conn.send_submit_ns),
+        );
         if conn.life == Life::Closing {
             conn.out.clear();
             self.maybe_finish(key);
@@ -428,7 +446,11 @@ impl Shard {
     }
 
     fn on_closed(&mut self, key: usize, gen: u32) {
-        if self.conns.get(key).is_some_and(|c| c.gen == gen && c.fd < 0) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.gen == gen && c.fd < 0)
+        {
             self.conns.remove(key);
         }
     }
@@ -443,10 +465,15 @@ impl Shard {
                 if fd < 0 {
                     continue;
                 }
-                let e = opcode::MsgRingData::new(types::Fd(fd), 0, token::make(token::WAKE, 0, 0), None)
-                    .build()
-                    .flags(squeue::Flags::SKIP_SUCCESS)
-                    .user_data(token::make(token::WAKE, 1, 0));
+                let e = opcode::MsgRingData::new(
+                    types::Fd(fd),
+                    0,
+                    token::make(token::WAKE, 0, 0),
+                    None,
+                )
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(token::make(token::WAKE, 1, 0));
                 self.push_sqe(e);
             }
         }
@@ -465,7 +492,11 @@ pub(super) struct Sink<'a> {
 impl Sink<'_> {
     /// Queues a frame for a subscriber, applying the slow-consumer policy.
     pub(super) fn enqueue(&mut self, r: crate::tables::ConnRef, frame: &bytes::Bytes, ts_ns: u64) {
-        let Some(conn) = self.conns.get_mut(r.key as usize).filter(|c| c.gen == r.gen) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(r.key as usize)
+            .filter(|c| c.gen == r.gen)
+        else {
             return;
         };
         if conn.life != Life::Open {
@@ -490,4 +521,3 @@ impl Sink<'_> {
         }
     }
 }
-

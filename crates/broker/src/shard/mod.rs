@@ -100,7 +100,6 @@ mod token {
     }
 }
 
-
 /// A reply that waits for other shards.
 struct Pending {
     conn: ConnRef,
@@ -347,7 +346,9 @@ impl Shard {
 
     /// The connection at `r`, if it is still the same connection.
     fn conn_mut(&mut self, r: ConnRef) -> Option<&mut Conn> {
-        self.conns.get_mut(r.key as usize).filter(|c| c.gen == r.gen)
+        self.conns
+            .get_mut(r.key as usize)
+            .filter(|c| c.gen == r.gen)
     }
 }
 

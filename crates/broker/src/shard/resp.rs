@@ -10,21 +10,103 @@ use crate::msg::{Ns, Query};
 /// Commands Redis knows; in subscribed mode Redis answers "Can't execute" for these rather
 /// than "unknown command", and so do we. Not exhaustive: the common ones clients send.
 const REDIS_COMMANDS: &[&str] = &[
-    "get", "set", "del", "exists", "expire", "incr", "decr", "mget", "mset", "keys", "scan",
-    "type", "ttl", "hget", "hset", "hgetall", "hdel", "lpush", "rpush", "lpop", "rpop", "lrange",
-    "llen", "sadd", "srem", "smembers", "zadd", "zrange", "zrem", "select", "auth", "info",
-    "dbsize", "flushdb", "flushall", "multi", "exec", "discard", "watch", "unwatch", "eval",
-    "evalsha", "script", "config", "command", "monitor", "xadd", "xread", "xrange", "append",
-    "getset", "setex", "setnx", "incrby", "decrby", "strlen", "time", "lastsave", "save",
-    "bgsave", "shutdown", "slaveof", "replicaof", "role", "wait", "object", "memory", "debug",
-    "echo", "publish", "spublish", "pubsub", "client", "hello", "readonly", "readwrite",
-    "cluster", "function", "fcall", "blpop", "brpop", "expireat", "persist", "rename",
+    "get",
+    "set",
+    "del",
+    "exists",
+    "expire",
+    "incr",
+    "decr",
+    "mget",
+    "mset",
+    "keys",
+    "scan",
+    "type",
+    "ttl",
+    "hget",
+    "hset",
+    "hgetall",
+    "hdel",
+    "lpush",
+    "rpush",
+    "lpop",
+    "rpop",
+    "lrange",
+    "llen",
+    "sadd",
+    "srem",
+    "smembers",
+    "zadd",
+    "zrange",
+    "zrem",
+    "select",
+    "auth",
+    "info",
+    "dbsize",
+    "flushdb",
+    "flushall",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "eval",
+    "evalsha",
+    "script",
+    "config",
+    "command",
+    "monitor",
+    "xadd",
+    "xread",
+    "xrange",
+    "append",
+    "getset",
+    "setex",
+    "setnx",
+    "incrby",
+    "decrby",
+    "strlen",
+    "time",
+    "lastsave",
+    "save",
+    "bgsave",
+    "shutdown",
+    "slaveof",
+    "replicaof",
+    "role",
+    "wait",
+    "object",
+    "memory",
+    "debug",
+    "echo",
+    "publish",
+    "spublish",
+    "pubsub",
+    "client",
+    "hello",
+    "readonly",
+    "readwrite",
+    "cluster",
+    "function",
+    "fcall",
+    "blpop",
+    "brpop",
+    "expireat",
+    "persist",
+    "rename",
 ];
 
 /// Commands allowed while subscribed (RESP2).
 const SUBSCRIBED_OK: &[&[u8]] = &[
-    b"subscribe", b"ssubscribe", b"psubscribe", b"unsubscribe", b"sunsubscribe",
-    b"punsubscribe", b"ping", b"quit", b"reset",
+    b"subscribe",
+    b"ssubscribe",
+    b"psubscribe",
+    b"unsubscribe",
+    b"sunsubscribe",
+    b"punsubscribe",
+    b"ping",
+    b"quit",
+    b"reset",
 ];
 
 fn lower(name: &[u8]) -> String {
@@ -87,15 +169,27 @@ impl Shard {
     }
 
     fn arity_error(&mut self, key: usize, cmd: &str) {
-        self.reply_error(key, &format!("ERR wrong number of arguments for '{cmd}' command"));
+        self.reply_error(
+            key,
+            &format!("ERR wrong number of arguments for '{cmd}' command"),
+        );
     }
 
     fn resp_exec(&mut self, key: usize, args: &Args) {
         let name = args.get(0).unwrap_or_default();
-        let cmd = lower(name);
+        // Lower-cased on the stack: no allocation per command on the publish path.
+        let mut buf = [0u8; 16];
+        let cmd: &str = if name.len() <= buf.len() {
+            for (d, s) in buf.iter_mut().zip(name) {
+                *d = s.to_ascii_lowercase();
+            }
+            std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+        } else {
+            ""
+        };
         let argc = args.len();
         // (minimum args, maximum args or 0 for no maximum), as Redis's command table.
-        let arity: Option<(usize, usize)> = match cmd.as_str() {
+        let arity: Option<(usize, usize)> = match cmd {
             "subscribe" | "psubscribe" | "ssubscribe" => Some((2, 0)),
             "unsubscribe" | "punsubscribe" | "sunsubscribe" => Some((1, 0)),
             "publish" | "spublish" => Some((3, 3)),
@@ -106,22 +200,22 @@ impl Shard {
             _ => None,
         };
         let Some((min, max)) = arity else {
-            if self.conns[key].resp.subscribed() && REDIS_COMMANDS.contains(&cmd.as_str()) {
-                self.not_in_subscribed_mode(key, &cmd);
+            if self.conns[key].resp.subscribed() && REDIS_COMMANDS.contains(&cmd) {
+                self.not_in_subscribed_mode(key, cmd);
             } else {
                 self.unknown_command(key, args);
             }
             return;
         };
         if argc < min || (max != 0 && argc > max) {
-            self.arity_error(key, &cmd);
+            self.arity_error(key, cmd);
             return;
         }
         if self.conns[key].resp.subscribed() && !SUBSCRIBED_OK.contains(&cmd.as_bytes()) {
-            self.not_in_subscribed_mode(key, &cmd);
+            self.not_in_subscribed_mode(key, cmd);
             return;
         }
-        match cmd.as_str() {
+        match cmd {
             "subscribe" => self.cmd_subscribe(key, args, Ns::Plain),
             "ssubscribe" => self.cmd_subscribe(key, args, Ns::Shard),
             "psubscribe" => self.cmd_psubscribe(key, args),
@@ -179,13 +273,25 @@ impl Shard {
     }
 
     fn cmd_subscribe(&mut self, key: usize, args: &Args, ns: Ns) {
-        let kind: &[u8] = if ns == Ns::Plain { b"subscribe" } else { b"ssubscribe" };
+        let kind: &[u8] = if ns == Ns::Plain {
+            b"subscribe"
+        } else {
+            b"ssubscribe"
+        };
         for ch in args.iter().skip(1) {
             let resp = &mut self.conns[key].resp;
-            let set = if ns == Ns::Plain { &mut resp.channels } else { &mut resp.schannels };
+            let set = if ns == Ns::Plain {
+                &mut resp.channels
+            } else {
+                &mut resp.schannels
+            };
             let channel = Bytes::copy_from_slice(ch);
             let added = set.insert(channel.clone());
-            let count = if ns == Ns::Plain { resp.classic_count() } else { resp.schannels.len() };
+            let count = if ns == Ns::Plain {
+                resp.classic_count()
+            } else {
+                resp.schannels.len()
+            };
             let mut v = Vec::with_capacity(ch.len() + 32);
             encode::sub_reply(&mut v, kind, Some(ch), count as i64);
             if added {
@@ -213,28 +319,48 @@ impl Shard {
     }
 
     fn cmd_unsubscribe(&mut self, key: usize, args: &Args, ns: Ns) {
-        let kind: &[u8] = if ns == Ns::Plain { b"unsubscribe" } else { b"sunsubscribe" };
+        let kind: &[u8] = if ns == Ns::Plain {
+            b"unsubscribe"
+        } else {
+            b"sunsubscribe"
+        };
         let who = self.conns[key].at(key);
         let names: Vec<Bytes> = if args.len() > 1 {
             args.iter().skip(1).map(Bytes::copy_from_slice).collect()
         } else {
             let resp = &self.conns[key].resp;
-            let set = if ns == Ns::Plain { &resp.channels } else { &resp.schannels };
+            let set = if ns == Ns::Plain {
+                &resp.channels
+            } else {
+                &resp.schannels
+            };
             set.iter().cloned().collect()
         };
         if names.is_empty() {
             let count = {
                 let resp = &self.conns[key].resp;
-                if ns == Ns::Plain { resp.classic_count() } else { resp.schannels.len() }
+                if ns == Ns::Plain {
+                    resp.classic_count()
+                } else {
+                    resp.schannels.len()
+                }
             };
             self.reply_with(key, |b| encode::sub_reply(b, kind, None, count as i64));
             return;
         }
         for ch in names {
             let resp = &mut self.conns[key].resp;
-            let set = if ns == Ns::Plain { &mut resp.channels } else { &mut resp.schannels };
+            let set = if ns == Ns::Plain {
+                &mut resp.channels
+            } else {
+                &mut resp.schannels
+            };
             let removed = set.shift_remove(&ch);
-            let count = if ns == Ns::Plain { resp.classic_count() } else { resp.schannels.len() };
+            let count = if ns == Ns::Plain {
+                resp.classic_count()
+            } else {
+                resp.schannels.len()
+            };
             if removed {
                 self.remove_subscription(who, ns, &ch);
             }
@@ -251,7 +377,9 @@ impl Shard {
         };
         if names.is_empty() {
             let count = self.conns[key].resp.classic_count();
-            self.reply_with(key, |b| encode::sub_reply(b, b"punsubscribe", None, count as i64));
+            self.reply_with(key, |b| {
+                encode::sub_reply(b, b"punsubscribe", None, count as i64)
+            });
             return;
         }
         for p in names {
@@ -261,7 +389,9 @@ impl Shard {
             if removed {
                 self.remove_pattern(who, &p);
             }
-            self.reply_with(key, |b| encode::sub_reply(b, b"punsubscribe", Some(&p), count as i64));
+            self.reply_with(key, |b| {
+                encode::sub_reply(b, b"punsubscribe", Some(&p), count as i64)
+            });
         }
     }
 
@@ -309,15 +439,31 @@ impl Shard {
         let argc = args.len();
         match sub.as_str() {
             "channels" | "shardchannels" if argc <= 3 => {
-                let ns = if sub == "channels" { Ns::Plain } else { Ns::Shard };
+                let ns = if sub == "channels" {
+                    Ns::Plain
+                } else {
+                    Ns::Shard
+                };
                 let pattern = args.get(2).map(Bytes::copy_from_slice);
-                self.ask_all(key, Query::Channels(ns, pattern), PendingKind::Names(Vec::new()));
+                self.ask_all(
+                    key,
+                    Query::Channels(ns, pattern),
+                    PendingKind::Names(Vec::new()),
+                );
             }
             "numsub" | "shardnumsub" => {
-                let ns = if sub == "numsub" { Ns::Plain } else { Ns::Shard };
+                let ns = if sub == "numsub" {
+                    Ns::Plain
+                } else {
+                    Ns::Shard
+                };
                 let names: Vec<Bytes> = args.iter().skip(2).map(Bytes::copy_from_slice).collect();
                 let zeros = vec![0; names.len()];
-                self.ask_all(key, Query::NumSub(ns, names.clone()), PendingKind::NumSub(names, zeros));
+                self.ask_all(
+                    key,
+                    Query::NumSub(ns, names.clone()),
+                    PendingKind::NumSub(names, zeros),
+                );
             }
             "numpat" if argc == 2 => {
                 let n = self.patterns.len() as i64;
@@ -328,21 +474,30 @@ impl Shard {
             }
             _ => {
                 let raw = String::from_utf8_lossy(args.get(1).unwrap_or_default()).into_owned();
-                self.reply_error(key, &format!("ERR unknown subcommand '{raw}'. Try PUBSUB HELP."));
+                self.reply_error(
+                    key,
+                    &format!("ERR unknown subcommand '{raw}'. Try PUBSUB HELP."),
+                );
             }
         }
     }
 
     fn cmd_hello(&mut self, key: usize, args: &Args) {
         if let Some(v) = args.get(1) {
-            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 Some(2) => {}
                 Some(_) => {
                     self.reply_error(key, "NOPROTO unsupported protocol version");
                     return;
                 }
                 None => {
-                    self.reply_error(key, "ERR Protocol version is not an integer or out of range");
+                    self.reply_error(
+                        key,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
                     return;
                 }
             }
@@ -353,7 +508,10 @@ impl Shard {
             if opt == "setname" && i + 1 < args.len() {
                 let name = args.get(i + 1).unwrap_or_default();
                 if !valid_client_name(name) {
-                    self.reply_error(key, "ERR Client names cannot contain spaces, newlines or special characters.");
+                    self.reply_error(
+                        key,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
                     return;
                 }
                 self.conns[key].resp.name = Some(Bytes::copy_from_slice(name));
@@ -392,10 +550,17 @@ impl Shard {
             ("setname", 3) => {
                 let name = args.get(2).unwrap_or_default();
                 if !valid_client_name(name) {
-                    self.reply_error(key, "ERR Client names cannot contain spaces, newlines or special characters.");
+                    self.reply_error(
+                        key,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
                     return;
                 }
-                self.conns[key].resp.name = if name.is_empty() { None } else { Some(Bytes::copy_from_slice(name)) };
+                self.conns[key].resp.name = if name.is_empty() {
+                    None
+                } else {
+                    Some(Bytes::copy_from_slice(name))
+                };
                 self.reply(key, b"+OK\r\n");
             }
             ("getname", 2) => match self.conns[key].resp.name.clone() {
@@ -415,10 +580,15 @@ impl Shard {
                 let id = self.conns[key].client_id as i64;
                 self.reply_with(key, |b| encode::integer(b, id));
             }
-            ("setname" | "getname" | "setinfo" | "id", _) => self.arity_error(key, &format!("client|{sub}")),
+            ("setname" | "getname" | "setinfo" | "id", _) => {
+                self.arity_error(key, &format!("client|{sub}"))
+            }
             _ => {
                 let raw = String::from_utf8_lossy(args.get(1).unwrap_or_default()).into_owned();
-                self.reply_error(key, &format!("ERR unknown subcommand '{raw}'. Try CLIENT HELP."));
+                self.reply_error(
+                    key,
+                    &format!("ERR unknown subcommand '{raw}'. Try CLIENT HELP."),
+                );
             }
         }
     }

@@ -1,0 +1,139 @@
+//! RESP2 encoders, byte-identical to what Redis 7 sends. All append to a caller-owned buffer.
+
+/// Appends `n` in decimal.
+fn decimal(out: &mut Vec<u8>, n: i64) {
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(n).as_bytes());
+}
+
+/// `+<s>\r\n`.
+pub fn simple(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'+');
+    out.extend_from_slice(s);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `-<msg>\r\n`; `msg` carries its own prefix (`ERR ...`, `NOPROTO ...`).
+pub fn error(out: &mut Vec<u8>, msg: &[u8]) {
+    out.push(b'-');
+    out.extend_from_slice(msg);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `:<n>\r\n`.
+pub fn integer(out: &mut Vec<u8>, n: i64) {
+    out.push(b':');
+    decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `$<len>\r\n<bytes>\r\n`.
+pub fn bulk(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'$');
+    decimal(out, s.len() as i64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(s);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `$-1\r\n`, RESP2's null.
+pub fn null_bulk(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"$-1\r\n");
+}
+
+/// `*<n>\r\n`.
+pub fn array_header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    decimal(out, n as i64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Bytes a bulk string of `len` bytes takes on the wire.
+pub fn bulk_len(len: usize) -> usize {
+    1 + itoa::Buffer::new().format(len).len() + 2 + len + 2
+}
+
+/// Exact size of a `message` push, so callers can allocate the shared frame once.
+pub fn message_len(channel_len: usize, payload_len: usize) -> usize {
+    4 + bulk_len(7) + bulk_len(channel_len) + bulk_len(payload_len)
+}
+
+/// Exact size of a `pmessage` push.
+pub fn pmessage_len(pattern_len: usize, channel_len: usize, payload_len: usize) -> usize {
+    4 + bulk_len(8) + bulk_len(pattern_len) + bulk_len(channel_len) + bulk_len(payload_len)
+}
+
+/// The push a subscriber receives for PUBLISH.
+pub fn push_message(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+    out.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n");
+    bulk(out, channel);
+    bulk(out, payload);
+}
+
+/// The push a pattern subscriber receives.
+pub fn push_pmessage(out: &mut Vec<u8>, pattern: &[u8], channel: &[u8], payload: &[u8]) {
+    out.extend_from_slice(b"*4\r\n$8\r\npmessage\r\n");
+    bulk(out, pattern);
+    bulk(out, channel);
+    bulk(out, payload);
+}
+
+/// The push a shard-channel subscriber receives for SPUBLISH.
+pub fn push_smessage(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+    out.extend_from_slice(b"*3\r\n$8\r\nsmessage\r\n");
+    bulk(out, channel);
+    bulk(out, payload);
+}
+
+/// A (un)subscribe confirmation: `[kind, name, count]`; `None` encodes the null bulk Redis
+/// sends for UNSUBSCRIBE with no subscriptions.
+pub fn sub_reply(out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>, count: i64) {
+    array_header(out, 3);
+    bulk(out, kind);
+    match name {
+        Some(n) => bulk(out, n),
+        None => null_bulk(out),
+    }
+    integer(out, count);
+}
+
+/// PING's answer in RESP2 subscribed mode: `["pong", arg or ""]`.
+pub fn pong_subscribed(out: &mut Vec<u8>, arg: Option<&[u8]>) {
+    out.extend_from_slice(b"*2\r\n$4\r\npong\r\n");
+    bulk(out, arg.unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_match_redis() {
+        let mut v = Vec::new();
+        push_message(&mut v, b"ch", b"hi");
+        assert_eq!(v, b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n");
+        assert_eq!(v.len(), message_len(2, 2));
+        v.clear();
+        push_pmessage(&mut v, b"c*", b"ch", b"");
+        assert_eq!(
+            v,
+            b"*4\r\n$8\r\npmessage\r\n$2\r\nc*\r\n$2\r\nch\r\n$0\r\n\r\n"
+        );
+        assert_eq!(v.len(), pmessage_len(2, 2, 0));
+    }
+
+    #[test]
+    fn replies_match_redis() {
+        let mut v = Vec::new();
+        sub_reply(&mut v, b"unsubscribe", None, 0);
+        assert_eq!(v, b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n");
+        v.clear();
+        pong_subscribed(&mut v, None);
+        assert_eq!(v, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        v.clear();
+        integer(&mut v, -12);
+        simple(&mut v, b"OK");
+        error(&mut v, b"ERR x");
+        assert_eq!(v, b":-12\r\n+OK\r\n-ERR x\r\n");
+    }
+}
