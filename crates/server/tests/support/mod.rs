@@ -172,18 +172,27 @@ impl RedisServer {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut s) = TcpStream::connect(addr) {
-                let mut c = RespConn::from(s.try_clone().unwrap());
-                s.write_all(b"PING\r\n").unwrap();
-                if c.read_replies(1) == b"+PONG\r\n" {
-                    break;
-                }
+            if ping(addr) {
+                break;
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         RedisServer { child, addr }
     }
+}
+
+/// Whether a RESP server at `addr` answers PING (never panics).
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {

@@ -1,0 +1,170 @@
+//! The same scripted RESP sessions against Debian's redis-server (7.0.15 when written) and
+//! against corecast (1 and 2 shards); the bytes must be identical.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{RedisServer, RespConn, Server};
+
+/// A step: which connection sends, what it sends, how many replies each connection reads.
+struct Step {
+    from: usize,
+    send: &'static [u8],
+    replies: [usize; 2],
+}
+
+const fn step(from: usize, send: &'static [u8], a: usize, b: usize) -> Step {
+    Step {
+        from,
+        send,
+        replies: [a, b],
+    }
+}
+
+const SCRIPT: &[Step] = &[
+    step(
+        0,
+        b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$4\r\nconA\r\n",
+        1,
+        0,
+    ),
+    step(0, b"*2\r\n$6\r\nCLIENT\r\n$7\r\nGETNAME\r\n", 1, 0),
+    step(1, b"*2\r\n$6\r\nclient\r\n$7\r\ngetname\r\n", 0, 1),
+    step(0, b"PING\r\n", 1, 0),
+    step(0, b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n", 1, 0),
+    step(0, b"*2\r\n$4\r\nECHO\r\n$5\r\na\0\r\nb\r\n", 1, 0),
+    step(0, b"*2\r\n$5\r\nHELLO\r\n$1\r\n4\r\n", 1, 0),
+    step(0, b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n", 2, 0),
+    step(0, b"*2\r\n$10\r\nPSUBSCRIBE\r\n$5\r\nh?llo\r\n", 1, 0),
+    step(0, b"*2\r\n$9\r\nsubscribe\r\n$1\r\na\r\n", 1, 0),
+    step(0, b"*1\r\n$4\r\nPING\r\n", 1, 0),
+    step(0, b"*2\r\n$4\r\nPING\r\n$1\r\nx\r\n", 1, 0),
+    step(1, b"*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$2\r\nm1\r\n", 1, 1),
+    step(
+        1,
+        b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nhello\r\n$2\r\nm2\r\n",
+        1,
+        1,
+    ),
+    step(
+        1,
+        b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nb\r\n$6\r\nx\r\n\0yz\r\n",
+        1,
+        1,
+    ),
+    step(1, b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nhallo\r\n$0\r\n\r\n", 1, 1),
+    step(1, b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnone\r\n$1\r\nz\r\n", 0, 1),
+    step(
+        1,
+        b"*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$1\r\na\r\n",
+        0,
+        1,
+    ),
+    step(1, b"*2\r\n$6\r\nPUBSUB\r\n$6\r\nNUMPAT\r\n", 0, 1),
+    step(
+        1,
+        b"*3\r\n$6\r\nPUBSUB\r\n$8\r\nCHANNELS\r\n$1\r\nb\r\n",
+        0,
+        1,
+    ),
+    step(0, b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n", 1, 0),
+    step(0, b"*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$1\r\nx\r\n", 1, 0),
+    step(0, b"*3\r\n$3\r\nFOO\r\n$3\r\nbar\r\n$3\r\nbaz\r\n", 1, 0),
+    step(0, b"*1\r\n$9\r\nSUBSCRIBE\r\n", 1, 0),
+    step(0, b"*2\r\n$11\r\nUNSUBSCRIBE\r\n$1\r\na\r\n", 1, 0),
+    step(0, b"*1\r\n$11\r\nUNSUBSCRIBE\r\n", 1, 0),
+    step(0, b"*1\r\n$12\r\nPUNSUBSCRIBE\r\n", 1, 0),
+    step(0, b"*1\r\n$11\r\nUNSUBSCRIBE\r\n", 1, 0),
+    step(0, b"*1\r\n$12\r\nPUNSUBSCRIBE\r\n", 1, 0),
+    step(0, b"PING\r\n", 1, 0),
+    step(0, b"FOO\r\n", 1, 0),
+    step(0, b"*2\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n", 1, 0),
+    step(0, b"*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$1\r\nx\r\n", 1, 0),
+    step(
+        0,
+        b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n*1\r\n$5\r\nRESET\r\n",
+        2,
+        0,
+    ),
+    step(
+        1,
+        b"*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$1\r\na\r\n",
+        0,
+        1,
+    ),
+    step(0, b"*2\r\n$6\r\nCLIENT\r\n$7\r\nGETNAME\r\n", 1, 0),
+    step(0, b"ECHO \"quoted \\x41\"\r\n", 1, 0),
+    step(0, b"*1\r\n$4\r\nPING\r\n", 1, 0),
+    step(0, b"*1\r\n$4\r\nQUIT\r\n", 1, 0),
+];
+
+fn run_script(addr: SocketAddr) -> Vec<Vec<u8>> {
+    let mut conns = [RespConn::connect(addr), RespConn::connect(addr)];
+    let mut transcript = Vec::new();
+    for (i, s) in SCRIPT.iter().enumerate() {
+        conns[s.from].send(s.send);
+        for (c, &n) in s.replies.iter().enumerate() {
+            if n > 0 {
+                let mut r = format!("step {i} conn {c}: ").into_bytes();
+                r.extend(conns[c].read_replies(n));
+                transcript.push(r);
+            }
+        }
+    }
+    let closed = conns[0].read_to_close();
+    transcript.push(closed);
+    transcript
+}
+
+/// Sends `input` on a fresh connection and returns everything until the server closes it.
+fn until_close(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut c = RespConn::connect(addr);
+    c.send(input);
+    c.read_to_close()
+}
+
+fn show(t: &[Vec<u8>]) -> Vec<String> {
+    t.iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect()
+}
+
+#[test]
+fn scripted_session_matches_redis_byte_for_byte() {
+    let redis = RedisServer::start();
+    let want = run_script(redis.addr);
+    for shards in [1, 2] {
+        let server = Server::start(shards, &[]);
+        let got = run_script(server.resp);
+        assert_eq!(show(&got), show(&want), "{shards} shard(s)");
+    }
+}
+
+#[test]
+fn protocol_errors_match_redis_and_close() {
+    let redis = RedisServer::start();
+    let server = Server::start(1, &[]);
+    let cases: &[&[u8]] = &[
+        b"*1\r\n$-5\r\n",
+        b"*1\r\n$999999999999\r\n",
+        b"*x\r\n",
+        b"*2\r\n$4\r\nPING\r\nxyz\r\n",
+        b"ECHO \"unbalanced\r\n",
+        b"PING\r\n*1\r\n$abc\r\n",
+    ];
+    for input in cases {
+        assert_eq!(
+            String::from_utf8_lossy(&until_close(server.resp, input)),
+            String::from_utf8_lossy(&until_close(redis.addr, input)),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // An inline line past 64 KiB with no newline.
+    let big = vec![b'a'; 70 * 1024];
+    assert_eq!(
+        until_close(server.resp, &big),
+        until_close(redis.addr, &big)
+    );
+}
