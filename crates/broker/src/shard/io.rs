@@ -9,6 +9,9 @@ use crate::config::SlowConsumerPolicy;
 use crate::conn::{Conn, Life, Protocol};
 use crate::stats::Latencies;
 
+/// Connections the HTTP listener may open past `max_connections` (operations access).
+const HTTP_RESERVE_CONNECTIONS: usize = 64;
+
 impl Shard {
     /// Takes every available completion and dispatches it.
     pub(super) fn reap(&mut self) {
@@ -74,7 +77,13 @@ impl Shard {
         conn.counted = true;
         conn.client_id = (self.id as u64) << 48 | self.counters.accepted;
         let key = self.conns.insert(conn);
-        if open > self.cfg.max_connections {
+        // HTTP keeps a small reserve above the limit so operators can read /stats and
+        // /healthz while clients fill every slot.
+        let limit = match proto {
+            Protocol::Resp => self.cfg.max_connections,
+            Protocol::Http => self.cfg.max_connections + HTTP_RESERVE_CONNECTIONS,
+        };
+        if open > limit {
             self.counters.rejected_connections += 1;
             let conn = &mut self.conns[key];
             match proto {

@@ -1,0 +1,134 @@
+//! Bad input affects only the client that sent it: garbage, truncated and oversized commands,
+//! idle and half-open clients, too many clients. The server keeps serving everyone else.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{RespConn, Server};
+
+/// A tiny deterministic PRNG (xorshift), so the garbage is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A fresh client can still ping, subscribe and receive a publish.
+fn still_serving(server: &mut Server) {
+    assert!(server.alive(), "corecast died; log:\n{}", server.log());
+    let mut sub = RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"health"]);
+    assert_eq!(
+        sub.read_replies(1),
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nhealth\r\n:1\r\n"
+    );
+    let mut publ = RespConn::connect(server.resp);
+    publ.cmd(&[b"PING"]);
+    assert_eq!(publ.read_replies(1), b"+PONG\r\n");
+    publ.cmd(&[b"PUBLISH", b"health", b"ok"]);
+    assert_eq!(publ.read_replies(1), b":1\r\n");
+    assert_eq!(
+        sub.read_replies(1),
+        b"*3\r\n$7\r\nmessage\r\n$6\r\nhealth\r\n$2\r\nok\r\n"
+    );
+}
+
+#[test]
+fn random_garbage_gets_an_error_or_a_close() {
+    let mut server = Server::start(2, &[]);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..50 {
+        let len = 1 + (rng.next() % 4096) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if round % 2 == 0 {
+            bytes[0] = b'*'; // exercise the multibulk path too
+        }
+        let mut c = RespConn::connect(server.resp);
+        c.send(&bytes);
+        // Close our side; the server must answer (or not) and close without harm.
+        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        let _ = c.read_to_close();
+    }
+    still_serving(&mut server);
+    server.wait_stats("protocol errors counted", |s| {
+        s["total"]["protocol_errors"].as_u64() > Some(0)
+    });
+}
+
+#[test]
+fn truncated_oversized_idle_and_half_open_clients() {
+    let mut server = Server::start(2, &["--max-bulk-len", "1024"]);
+    // Oversized bulk under a configured limit: Redis's error, then close.
+    let mut c = RespConn::connect(server.resp);
+    c.send(b"*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$2000\r\n");
+    assert_eq!(
+        c.read_to_close(),
+        b"-ERR Protocol error: invalid bulk length\r\n"
+    );
+    // A bulk within the limit still works on a new connection.
+    let mut c = RespConn::connect(server.resp);
+    let payload = vec![b'p'; 1000];
+    c.cmd(&[b"PUBLISH", b"a", &payload]);
+    assert_eq!(c.read_replies(1), b":0\r\n");
+    // Truncated commands, then the client goes away mid-command.
+    for cut in [
+        b"*2\r\n$7\r\nPUBL".as_slice(),
+        b"*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$5\r\nab",
+        b"SUBSCR",
+    ] {
+        let mut s = TcpStream::connect(server.resp).unwrap();
+        s.write_all(cut).unwrap();
+        drop(s);
+    }
+    // Clients that connect and send nothing, held open while others work.
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.resp).unwrap())
+        .collect();
+    // A half-open client: shuts its write side after a complete command; gets nothing it did
+    // not ask for and the server closes its side.
+    let mut h = RespConn::connect(server.resp);
+    h.send(b"PING\r\n");
+    let _ = h.stream.shutdown(std::net::Shutdown::Write);
+    let _ = h.read_to_close();
+    std::thread::sleep(Duration::from_millis(100));
+    still_serving(&mut server);
+    drop(idle);
+    server.wait_stats("idle clients closed", |s| {
+        s["total"]["connections"].as_u64() <= Some(2)
+    });
+}
+
+#[test]
+fn too_many_clients_get_redis_error() {
+    let mut server = Server::start(1, &["--max-connections", "5"]);
+    let held: Vec<RespConn> = (0..5)
+        .map(|_| {
+            let mut c = RespConn::connect(server.resp);
+            c.cmd(&[b"PING"]);
+            assert_eq!(c.read_replies(1), b"+PONG\r\n");
+            c
+        })
+        .collect();
+    let mut extra = RespConn::connect(server.resp);
+    assert_eq!(
+        extra.read_to_close(),
+        b"-ERR max number of clients reached\r\n"
+    );
+    let s = server.wait_stats("rejection", |s| {
+        s["total"]["rejected_connections"].as_u64() == Some(1)
+    });
+    assert_eq!(s["total"]["rejected_connections"], 1);
+    drop(held);
+    server.wait_stats("slots freed", |s| {
+        s["total"]["connections"].as_u64() == Some(0)
+    });
+    still_serving(&mut server);
+}

@@ -1,0 +1,227 @@
+//! The HTTP operations endpoints, the CLI contract (config file, bad values, SIGTERM), and
+//! redis-cli as a client.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{http_get, RespConn, Server};
+
+#[test]
+fn healthz_stats_and_404() {
+    let server = Server::start(2, &[]);
+    assert_eq!(http_get(server.http, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(server.http, "/nope").0, 404);
+    let s = server.stats();
+    assert_eq!(s["shards"].as_array().unwrap().len(), 2);
+    for obj in s["shards"].as_array().unwrap().iter().chain([&s["total"]]) {
+        for key in [
+            "connections",
+            "subscriptions",
+            "channels",
+            "published",
+            "delivered",
+            "bytes_in",
+            "bytes_out",
+            "slow_consumer_disconnects",
+            "dropped",
+            "ring_full",
+        ] {
+            assert!(obj[key].is_u64(), "{key} missing in {obj}");
+        }
+        for h in ["publish_to_send", "send_complete"] {
+            for q in ["count", "p50", "p90", "p99", "p999", "max"] {
+                assert!(
+                    obj["latency_us"][h][q].is_u64(),
+                    "latency_us.{h}.{q} missing in {obj}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn latency_histograms_fill_with_traffic() {
+    let server = Server::start(1, &[]);
+    let mut sub = RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"t"]);
+    sub.read_replies(1);
+    let mut publ = RespConn::connect(server.resp);
+    for _ in 0..50 {
+        publ.cmd(&[b"PUBLISH", b"t", b"x"]);
+        publ.read_replies(1);
+        sub.read_replies(1);
+    }
+    let s = server.wait_stats("histograms", |s| {
+        s["total"]["latency_us"]["publish_to_send"]["count"].as_u64() >= Some(1)
+    });
+    assert!(s["total"]["delivered"].as_u64() == Some(50), "{s}");
+    assert!(
+        s["total"]["latency_us"]["send_complete"]["count"].as_u64() >= Some(50),
+        "{s}"
+    );
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let server = Server::start(2, &[]);
+    let mut publ = RespConn::connect(server.resp);
+    publ.cmd(&[b"PUBLISH", b"t", b"x"]);
+    publ.read_replies(1);
+    let (status, body) = http_get(server.http, "/metrics");
+    assert_eq!(status, 200);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_metrics.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "metrics rejected:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_file_and_invalid_values() {
+    let dir = std::env::temp_dir().join(format!("corecast-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "shards = 1\nmax_pending_bytes = 2000000\nslow_consumer = \"drop\"\n",
+    )
+    .unwrap();
+    let server = Server::start(1, &["--config", good.to_str().unwrap()]);
+    assert_eq!(server.stats()["shards"].as_array().unwrap().len(), 1);
+    drop(server);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "slow_consumer = \"maybe\"\n").unwrap();
+    for args in [
+        vec!["--config", bad.to_str().unwrap()],
+        vec!["--slow-consumer", "maybe"],
+        vec!["--recv-buffers", "100"],
+        vec!["--max-connections", "lots"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let key = args.last().unwrap();
+        let named = [
+            "slow_consumer",
+            "slow-consumer",
+            "recv_buffers",
+            "max-connections",
+        ];
+        assert!(named.iter().any(|k| err.contains(k)), "{key}: {err}");
+    }
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "no_such_key = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(["--config", unknown.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+    let help = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for opt in [
+        "--shards",
+        "--cores",
+        "--max-pending-bytes",
+        "--slow-consumer",
+        "--zerocopy-threshold",
+        "--config",
+    ] {
+        assert!(help.contains(opt), "--help lacks {opt}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero() {
+    let mut server = Server::start(2, &[]);
+    let mut sub = RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"bye"]);
+    sub.read_replies(1);
+    let status = server.terminate().expect("exited within the bound");
+    assert!(status.success(), "{status}");
+    assert_eq!(sub.read_to_close(), b"");
+}
+
+fn redis_cli(server: &Server, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &server.resp.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-tools)");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+#[test]
+fn redis_cli_talks_to_corecast() {
+    let server = Server::start(2, &[]);
+    assert_eq!(redis_cli(&server, &["PING"]), "PONG");
+    assert_eq!(redis_cli(&server, &["ECHO", "hi there"]), "hi there");
+    let mut sub = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.resp.port().to_string(),
+            "SUBSCRIBE",
+            "cli",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    // redis-cli prints the confirmation as three lines: subscribe, cli, 1.
+    let confirm: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert_eq!(confirm, ["subscribe", "cli", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    for i in 0..3 {
+        assert_eq!(
+            redis_cli(&server, &["PUBLISH", "cli", &format!("hello {i}")]),
+            "1"
+        );
+    }
+    while got.len() < 9 {
+        assert!(Instant::now() < deadline);
+        got.push(lines.next().unwrap().unwrap());
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    assert_eq!(
+        got,
+        ["message", "cli", "hello 0", "message", "cli", "hello 1", "message", "cli", "hello 2"]
+    );
+    assert_eq!(
+        redis_cli(&server, &["PUBSUB", "NUMSUB", "cli"])
+            .lines()
+            .count(),
+        2
+    );
+}

@@ -1,0 +1,143 @@
+//! A subscriber that stops reading never holds back the publisher or the other subscribers;
+//! it is disconnected (or its messages dropped) and counted.
+
+mod support;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use support::{RespConn, Server};
+
+const MESSAGES: usize = 20_000;
+
+/// Connects with a tiny receive buffer, subscribes, then never reads again.
+fn stalled_subscriber(server: &Server) -> RespConn {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.resp.into()).unwrap();
+    let mut c = RespConn::from(TcpStream::from(sock));
+    c.cmd(&[b"SUBSCRIBE", b"feed"]);
+    assert_eq!(
+        c.read_replies(1),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nfeed\r\n:1\r\n"
+    );
+    c
+}
+
+fn reader(url: String, ready: mpsc::Sender<()>) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let client = redis::Client::open(url).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let mut ps = con.as_pubsub();
+        ps.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        ps.subscribe("feed").unwrap();
+        ready.send(()).unwrap();
+        for i in 0..MESSAGES {
+            let m = ps
+                .get_message()
+                .expect("a reading subscriber must not stall");
+            let p: Vec<u8> = m.get_payload().unwrap();
+            assert_eq!(&p[..8], format!("{i:08}").as_bytes(), "in order, none lost");
+        }
+        MESSAGES
+    })
+}
+
+fn publish_all(server: &Server) -> Duration {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let start = Instant::now();
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(100) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            let mut payload = format!("{i:08}").into_bytes();
+            payload.resize(1024, b'x');
+            pipe.cmd("PUBLISH").arg("feed").arg(payload);
+        }
+        let _: Vec<i64> = pipe.query(&mut con).unwrap();
+    }
+    start.elapsed()
+}
+
+fn run(policy: &str) -> (Server, RespConn) {
+    let server = Server::start(
+        2,
+        &[
+            "--max-pending-bytes",
+            "262144",
+            "--max-bulk-len",
+            "65536",
+            "--slow-consumer",
+            policy,
+        ],
+    );
+    let slow = stalled_subscriber(&server);
+    let (tx, rx) = mpsc::channel();
+    let readers: Vec<_> = (0..2).map(|_| reader(server.url(), tx.clone())).collect();
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    let took = publish_all(&server);
+    assert!(
+        took < Duration::from_secs(60),
+        "publisher finished (took {took:?})"
+    );
+    for r in readers {
+        assert_eq!(r.join().unwrap(), MESSAGES);
+    }
+    (server, slow)
+}
+
+#[test]
+fn disconnect_policy_closes_the_slow_subscriber_only() {
+    let (server, mut slow) = run("disconnect");
+    let s = server.wait_stats("a slow-consumer disconnect", |s| {
+        s["total"]["slow_consumer_disconnects"].as_u64() >= Some(1)
+    });
+    assert_eq!(s["total"]["dropped"], 0);
+    // Draining what the kernel buffered ends with the server's close.
+    slow.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match slow.stream.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("slow subscriber was not closed: {e}"),
+        }
+        assert!(Instant::now() < deadline, "slow subscriber was not closed");
+    }
+}
+
+#[test]
+fn drop_policy_keeps_the_slow_subscriber_and_counts_drops() {
+    let (server, mut slow) = run("drop");
+    let s = server.wait_stats("drops", |s| s["total"]["dropped"].as_u64() >= Some(1));
+    assert_eq!(s["total"]["slow_consumer_disconnects"], 0);
+    // Still connected: drain, then it answers a PING in subscribed mode.
+    slow.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match slow.stream.read(&mut sink) {
+            Ok(0) => panic!("drop policy must not close the connection"),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        assert!(Instant::now() < deadline, "could not drain");
+    }
+    slow.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    slow.cmd(&[b"PING"]);
+    assert_eq!(slow.read_replies(1), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+}
