@@ -5,7 +5,8 @@ mod support;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,16 @@ fn stalled_subscriber(server: &Server) -> RespConn {
     c
 }
 
-fn reader(url: String, ready: mpsc::Sender<()>) -> thread::JoinHandle<usize> {
+/// Messages the publisher may run ahead of the slowest *reading* subscriber: keeps the
+/// readers' backlog (1000 × 1 KiB) well under max-pending-bytes even on a loaded machine, so
+/// only the stalled subscriber trips the policy.
+const MAX_LEAD: usize = 1000;
+
+fn reader(
+    url: String,
+    ready: mpsc::Sender<()>,
+    progress: Arc<AtomicUsize>,
+) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
         let client = redis::Client::open(url).unwrap();
         let mut con = client.get_connection().unwrap();
@@ -42,16 +52,38 @@ fn reader(url: String, ready: mpsc::Sender<()>) -> thread::JoinHandle<usize> {
                 .expect("a reading subscriber must not stall");
             let p: Vec<u8> = m.get_payload().unwrap();
             assert_eq!(&p[..8], format!("{i:08}").as_bytes(), "in order, none lost");
+            progress.store(i + 1, Ordering::Release);
         }
         MESSAGES
     })
 }
 
-fn publish_all(server: &Server) -> Duration {
+fn publish_all(server: &Server, progress: &[Arc<AtomicUsize>]) -> Duration {
     let client = redis::Client::open(server.url()).unwrap();
     let mut con = client.get_connection().unwrap();
     let start = Instant::now();
     for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(100) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while progress
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+            + MAX_LEAD
+            < chunk[0]
+        {
+            assert!(
+                Instant::now() < deadline,
+                "readers stopped making progress at {:?} of {}; stats {}",
+                progress
+                    .iter()
+                    .map(|p| p.load(Ordering::Acquire))
+                    .collect::<Vec<_>>(),
+                chunk[0],
+                server.stats()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
         let mut pipe = redis::pipe();
         for i in chunk {
             let mut payload = format!("{i:08}").into_bytes();
@@ -68,7 +100,7 @@ fn run(policy: &str) -> (Server, RespConn) {
         2,
         &[
             "--max-pending-bytes",
-            "262144",
+            "2097152",
             "--max-bulk-len",
             "65536",
             "--slow-consumer",
@@ -77,11 +109,15 @@ fn run(policy: &str) -> (Server, RespConn) {
     );
     let slow = stalled_subscriber(&server);
     let (tx, rx) = mpsc::channel();
-    let readers: Vec<_> = (0..2).map(|_| reader(server.url(), tx.clone())).collect();
+    let progress: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let readers: Vec<_> = progress
+        .iter()
+        .map(|p| reader(server.url(), tx.clone(), p.clone()))
+        .collect();
     for _ in 0..2 {
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
-    let took = publish_all(&server);
+    let took = publish_all(&server, &progress);
     assert!(
         took < Duration::from_secs(60),
         "publisher finished (took {took:?})"

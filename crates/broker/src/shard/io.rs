@@ -77,6 +77,7 @@ impl Shard {
         conn.counted = true;
         conn.client_id = (self.id as u64) << 48 | self.counters.accepted;
         let key = self.conns.insert(conn);
+        tracing::debug!(shard = self.id, key, fd, "accepted");
         // HTTP keeps a small reserve above the limit so operators can read /stats and
         // /healthz while clients fill every slot.
         let limit = match proto {
@@ -142,10 +143,12 @@ impl Shard {
                 self.bufring = Some(br);
             }
         } else if res == 0 {
+            tracing::debug!(shard = self.id, key, "peer closed");
             self.begin_close(key);
         } else if res == -libc::ENOBUFS {
             self.counters.recv_no_buffers += 1;
         } else if res != -libc::ECANCELED {
+            tracing::debug!(shard = self.id, key, error = %std::io::Error::from_raw_os_error(-res), "receive failed; closing");
             self.begin_close(key);
         }
         let Some(c) = self.conns.get(key) else { return };
@@ -392,6 +395,7 @@ impl Shard {
             return;
         }
         if res < 0 {
+            tracing::debug!(shard = self.id, key, error = %std::io::Error::from_raw_os_error(-res), "send failed; closing");
             self.begin_close(key);
             return;
         }
@@ -514,6 +518,11 @@ impl Sink<'_> {
         if conn.out.queued_bytes() + frame.len() > self.cfg.max_pending_bytes {
             match self.cfg.slow_consumer {
                 SlowConsumerPolicy::Disconnect => {
+                    tracing::debug!(
+                        key = r.key,
+                        queued = conn.out.queued_bytes(),
+                        "disconnecting a slow consumer"
+                    );
                     self.counters.slow_consumer_disconnects += 1;
                     conn.life = Life::CloseAfterFlush;
                     self.to_close.push(r.key);

@@ -137,7 +137,11 @@ static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 impl Drop for Server {
     fn drop(&mut self) {
         let status = self.terminate();
-        let _ = std::fs::remove_file(&self.stderr_path);
+        if std::thread::panicking() {
+            eprintln!("corecast log kept at {}", self.stderr_path.display());
+        } else {
+            let _ = std::fs::remove_file(&self.stderr_path);
+        }
         if !std::thread::panicking() {
             if let Some(status) = status {
                 assert!(
