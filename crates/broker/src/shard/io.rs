@@ -439,10 +439,12 @@ impl Shard {
         if quiescent {
             self.maybe_finish(key);
         } else {
-            let e = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_RDWR)
-                .build()
-                .user_data(token::make(token::SHUTDOWN, key as u32, 0));
-            self.push_sqe(e);
+            // shutdown(2) directly, not IORING_OP_SHUTDOWN: the ring runs that op from a
+            // worker and resolves the fd number only then, by which time this fd may have
+            // been closed and reused by a new connection. The call never blocks.
+            // SAFETY: `fd` is this connection's open socket; it is closed only later, by
+            // maybe_finish, once no operation refers to it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
     }
 

@@ -85,7 +85,6 @@ mod token {
     pub const SEND_ZC: u64 = 4;
     pub const WAKE: u64 = 5;
     pub const TIMER: u64 = 6;
-    pub const SHUTDOWN: u64 = 7;
     pub const CLOSE: u64 = 8;
     pub const CANCEL: u64 = 9;
 
