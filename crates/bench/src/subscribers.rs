@@ -1,0 +1,218 @@
+//! Subscriber connections driven by one mio (epoll) loop per thread, so a thousand
+//! subscribers cost the load generator a thread or two.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::frames::{parse_push, Push};
+use crate::payload::{decode, now_ns};
+use crate::shared::Shared;
+
+/// What one subscriber thread measured.
+pub struct SubResult {
+    /// Messages received in the measurement window.
+    pub delivered: u64,
+    /// Messages received in total.
+    pub delivered_total: u64,
+    /// Gaps in (publisher, channel) sequences.
+    pub lost: u64,
+    /// Sequence numbers seen again.
+    pub duplicated: u64,
+    /// Sequence numbers older than the newest seen, but not seen before.
+    pub reordered: u64,
+    /// End-to-end latency in µs (measurement window only).
+    pub latency: Histogram<u64>,
+}
+
+struct Sub {
+    stream: TcpStream,
+    channel: usize,
+    buf: Vec<u8>,
+    /// Next expected sequence per publisher.
+    next: Vec<u64>,
+    /// Distinct messages received.
+    received: u64,
+    /// (publisher, seq) skipped over by a gap, so a late arrival counts as reordered rather
+    /// than duplicated (bounded; past the bound a late arrival counts as a duplicate).
+    missing: Vec<(u32, u64)>,
+}
+
+/// Most gap entries remembered per subscriber.
+const MAX_MISSING: usize = 4096;
+
+/// Opens `subs` (channel index per subscriber), subscribes each to `channel_name(c)`, and
+/// returns when all are confirmed. Then `run` drives them until `shared.stop` and drain.
+pub struct SubscriberThread {
+    poll: Poll,
+    subs: Vec<Sub>,
+    by_channel: Vec<Vec<usize>>,
+    thread_index: usize,
+}
+
+/// Name of channel `c`.
+pub fn channel_name(c: usize) -> String {
+    format!("bench.{c}")
+}
+
+impl SubscriberThread {
+    /// Connects and subscribes.
+    pub fn connect(
+        target: SocketAddr,
+        channels_of_subs: &[usize],
+        channels: usize,
+        publishers: usize,
+        thread_index: usize,
+    ) -> anyhow::Result<Self> {
+        let poll = Poll::new()?;
+        let mut subs = Vec::with_capacity(channels_of_subs.len());
+        let mut by_channel = vec![Vec::new(); channels];
+        for (i, &c) in channels_of_subs.iter().enumerate() {
+            let std_stream = std::net::TcpStream::connect(target)?;
+            std_stream.set_nodelay(true)?;
+            let mut s = std_stream;
+            let name = channel_name(c);
+            write!(
+                s,
+                "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{}\r\n",
+                name.len(),
+                name
+            )?;
+            // Wait for the confirmation before going non-blocking.
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 512];
+            loop {
+                let n = s.read(&mut tmp)?;
+                anyhow::ensure!(n > 0, "subscriber closed during SUBSCRIBE");
+                buf.extend_from_slice(&tmp[..n]);
+                if let Some((used, _)) = parse_push(&buf).map_err(anyhow::Error::msg)? {
+                    buf.drain(..used);
+                    break;
+                }
+            }
+            s.set_nonblocking(true)?;
+            let mut stream = TcpStream::from_std(s);
+            poll.registry()
+                .register(&mut stream, Token(i), Interest::READABLE)?;
+            by_channel[c].push(i);
+            subs.push(Sub {
+                stream,
+                channel: c,
+                buf,
+                next: vec![0; publishers],
+                received: 0,
+                missing: Vec::new(),
+            });
+        }
+        Ok(Self {
+            poll,
+            subs,
+            by_channel,
+            thread_index,
+        })
+    }
+
+    /// Reads until `shared.stop` is set and either every subscriber has received everything
+    /// published on its channel or `drain` has passed.
+    pub fn run(mut self, shared: Arc<Shared>, drain: Duration) -> anyhow::Result<SubResult> {
+        let mut events = Events::with_capacity(1024);
+        let mut tmp = vec![0u8; 256 << 10];
+        let mut r = SubResult {
+            delivered: 0,
+            delivered_total: 0,
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        };
+        let mut stop_seen: Option<std::time::Instant> = None;
+        let mut touched = vec![false; self.by_channel.len()];
+        loop {
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(20)))?;
+            let measure_from = shared.measure_from_ns.load(Ordering::Relaxed);
+            for ev in events.iter() {
+                let i = ev.token().0;
+                let sub = &mut self.subs[i];
+                loop {
+                    match sub.stream.read(&mut tmp) {
+                        Ok(0) => anyhow::bail!("subscriber {i} was disconnected by the broker"),
+                        Ok(n) => sub.buf.extend_from_slice(&tmp[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let now = now_ns();
+                let mut pos = 0;
+                while let Some((used, push)) =
+                    parse_push(&sub.buf[pos..]).map_err(anyhow::Error::msg)?
+                {
+                    if let Push::Message(p) = push {
+                        let h = decode(p).ok_or_else(|| anyhow::anyhow!("short payload"))?;
+                        let slot = h.publisher as usize % sub.next.len();
+                        let next = &mut sub.next[slot];
+                        if h.seq >= *next {
+                            for missing in *next..h.seq {
+                                if sub.missing.len() < MAX_MISSING {
+                                    sub.missing.push((h.publisher, missing));
+                                }
+                            }
+                            *next = h.seq + 1;
+                            sub.received += 1;
+                        } else if let Some(at) =
+                            sub.missing.iter().position(|&m| m == (h.publisher, h.seq))
+                        {
+                            sub.missing.swap_remove(at);
+                            r.reordered += 1;
+                            sub.received += 1;
+                        } else {
+                            r.duplicated += 1;
+                        }
+                        r.delivered_total += 1;
+                        if h.ts_ns >= measure_from {
+                            r.delivered += 1;
+                            r.latency
+                                .saturating_record((now.saturating_sub(h.ts_ns) / 1000).max(1));
+                        }
+                    }
+                    pos += used;
+                }
+                sub.buf.drain(..pos);
+                touched[sub.channel] = true;
+            }
+            for (c, t) in touched.iter_mut().enumerate() {
+                if std::mem::take(t) {
+                    let min = self.by_channel[c]
+                        .iter()
+                        .map(|&i| self.subs[i].received)
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    shared.acked[self.thread_index][c].store(min, Ordering::Release);
+                }
+            }
+            if shared.stop.load(Ordering::Acquire) {
+                let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
+                let done = self
+                    .subs
+                    .iter()
+                    .all(|s| s.received >= shared.published[s.channel].load(Ordering::Acquire));
+                if done || since.elapsed() > drain {
+                    // Whatever a subscriber has not received of its channel is lost.
+                    for s in &self.subs {
+                        let want = shared.published[s.channel].load(Ordering::Acquire);
+                        r.lost += want.saturating_sub(s.received);
+                    }
+                    return Ok(r);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A short bench against a real corecast (the broker library, launched in-process on
+//! ephemeral loopback ports) and a real redis-server: every message is delivered once, in
+//! order, to every subscriber of its channel. No speed is asserted.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bench(target: SocketAddr, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast-bench"))
+        .args([
+            "--target",
+            &target.to_string(),
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0.3",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .expect("run corecast-bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(line.trim()).expect("one JSON line")
+}
+
+fn check(v: &serde_json::Value, subs_per_channel: u64) {
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["duplicated"], 0, "{v}");
+    assert_eq!(v["reordered"], 0, "{v}");
+    let published = v["published_total"].as_u64().unwrap();
+    assert!(published > 0, "{v}");
+    assert_eq!(
+        v["delivered_total"].as_u64().unwrap(),
+        published * subs_per_channel,
+        "{v}"
+    );
+}
+
+fn scenarios(target: SocketAddr) {
+    check(
+        &bench(
+            target,
+            &[
+                "--subscribers",
+                "40",
+                "--channels",
+                "4",
+                "--publishers",
+                "2",
+            ],
+        ),
+        10,
+    );
+    check(
+        &bench(
+            target,
+            &[
+                "--subscribers",
+                "20",
+                "--channels",
+                "1",
+                "--payload",
+                "1024",
+                "--threads",
+                "2",
+            ],
+        ),
+        20,
+    );
+    check(
+        &bench(
+            target,
+            &["--subscribers", "10", "--channels", "2", "--rate", "2000"],
+        ),
+        5,
+    );
+}
+
+#[test]
+fn counts_add_up_against_corecast() {
+    let cfg = corecast_broker::BrokerConfig {
+        cpus: vec![0, 0],
+        resp_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let running = corecast_broker::launch(cfg).expect("broker starts");
+    scenarios(running.resp_addr);
+    running.stop();
+}
+
+#[test]
+fn counts_add_up_against_redis_server() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    scenarios(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn raw_mode_counts_add_up() {
+    let v = bench(
+        "127.0.0.1:1".parse().unwrap(),
+        &["--raw", "--subscribers", "30", "--channels", "3"],
+    );
+    check(&v, 10);
+}
