@@ -41,7 +41,9 @@ pub struct BrokerConfig {
     pub max_pending_bytes: usize,
     /// Slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
-    /// Frames of at least this many bytes go out with SEND_ZC (see docs/benchmarks.md).
+    /// Frames of at least this many bytes go out with SEND_ZC; 0 disables it. Off by default:
+    /// on loopback SEND_ZC lost to copying at every size measured (docs/benchmarks.md); on a
+    /// NIC, measure with corecast-bench and set it (64 KiB is a common starting point).
     pub zerocopy_threshold: usize,
     /// Largest bulk string (channel or payload) accepted from a client.
     pub max_bulk_len: usize,
@@ -73,7 +75,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             max_pending_bytes: 8 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,
-            zerocopy_threshold: 64 << 10,
+            zerocopy_threshold: 0,
             max_bulk_len: 1 << 20,
             max_unparsed_bytes: (1 << 20) + (64 << 10),
             ring_capacity: 4096,

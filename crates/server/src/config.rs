@@ -36,7 +36,7 @@ pub struct Cli {
     /// What to do with a subscriber past max-pending-bytes: disconnect or drop [default: disconnect].
     #[arg(long, value_name = "POLICY")]
     pub slow_consumer: Option<String>,
-    /// Frames of at least this many bytes are sent with SEND_ZC; 0 disables [default: 65536].
+    /// Frames of at least this many bytes are sent with SEND_ZC; 0 disables [default: 0, see docs/benchmarks.md].
     #[arg(long, value_name = "BYTES")]
     pub zerocopy_threshold: Option<usize>,
     /// Largest bulk string (channel or payload) a client may send [default: 1048576].

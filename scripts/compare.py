@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: redis-server vs corecast (1 shard) vs the raw ideal sender.
+
+Brokers run pinned to one CPU (--broker-cpu, default 0), the load generator to another
+(--load-cpu, default 1), each scenario against each target in one go, and a Markdown table
+with ratios goes to stdout (and --out). Requires: redis-server (Debian), taskset, and
+release builds: cargo build --release -p corecast-server -p corecast-bench.
+
+Usage: scripts/compare.py [--duration 3] [--out docs/bench-latest.md] [--skip-memory]
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+
+SCENARIOS = [
+    ("fan-out 1×1000, 64 B", ["--subscribers", "1000", "--channels", "1", "--payload", "64"]),
+    ("fan-out 1×1000, 1024 B", ["--subscribers", "1000", "--channels", "1", "--payload", "1024"]),
+    ("100 channels × 10 subs, 64 B", ["--subscribers", "1000", "--channels", "100", "--publishers", "1", "--payload", "64"]),
+    ("50 publishers × 50 channels × 20 subs, 64 B", ["--subscribers", "1000", "--channels", "50", "--publishers", "50", "--payload", "64"]),
+    ("latency: 100 msg/s to 1000 subs, 64 B", ["--subscribers", "1000", "--channels", "1", "--payload", "64", "--rate", "100"]),
+]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_brokers(cpu):
+    rp, cp, hp = free_port(), free_port(), free_port()
+    redis = subprocess.Popen(
+        ["taskset", "-c", str(cpu), "redis-server", "--port", str(rp), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--maxclients", "20000"],
+        stdout=subprocess.DEVNULL)
+    corecast = subprocess.Popen(
+        ["taskset", "-c", str(cpu), os.path.join(BIN, "corecast"), "--shards", "1",
+         "--resp-listen", f"127.0.0.1:{cp}", "--http-listen", f"127.0.0.1:{hp}",
+         "--max-connections", "19000", "--log", "warn"],
+        stdout=subprocess.DEVNULL)
+    wait_port(rp)
+    wait_port(cp)
+    return {"redis-server": (redis, rp), "corecast": (corecast, cp)}
+
+
+def bench(args, load_cpu, duration, extra):
+    cmd = ["taskset", "-c", str(load_cpu), os.path.join(BIN, "corecast-bench"), "--json",
+           "--duration-s", str(duration), "--warmup-s", "1"] + args + extra
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fmt_rate(v):
+    return f"{v / 1e6:.2f} M/s" if v >= 1e5 else f"{v / 1e3:.1f} K/s"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--broker-cpu", type=int, default=0)
+    ap.add_argument("--load-cpu", type=int, default=1)
+    ap.add_argument("--out")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--idle-conns", type=int, default=15000)
+    a = ap.parse_args()
+
+    brokers = start_brokers(a.broker_cpu)
+    rows = []
+    raw_json = {}
+    try:
+        for name, args in SCENARIOS:
+            res = {}
+            for target, (proc, port) in brokers.items():
+                res[target] = bench(args, a.load_cpu, a.duration, ["--target", f"127.0.0.1:{port}"])
+            res["raw"] = bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)]) \
+                if "--rate" not in args else bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)])
+            rows.append((name, res))
+            raw_json[name] = res
+            print(f"done: {name}", file=sys.stderr)
+        memory = {}
+        if not a.skip_memory:
+            for target, (proc, port) in brokers.items():
+                before = rss_kb(proc.pid)
+                holder = subprocess.Popen(
+                    ["taskset", "-c", str(a.load_cpu), os.path.join(BIN, "corecast-bench"),
+                     "--target", f"127.0.0.1:{port}", "--idle-conns", str(a.idle_conns), "--hold-s", "4"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                time.sleep(3)
+                # Wait until the holder reports all connections subscribed.
+                after = rss_kb(proc.pid)
+                holder.wait(timeout=120)
+                memory[target] = (after - before) * 1024 / a.idle_conns
+    finally:
+        for proc, _ in brokers.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    lines = ["| scenario | redis-server | corecast | raw | corecast ÷ redis | corecast ÷ raw |",
+             "|---|---|---|---|---|---|"]
+    for name, res in rows:
+        if any("error" in r for r in res.values()):
+            lines.append(f"| {name} | " + " | ".join(str(res[t].get("error", "")) for t in ["redis-server", "corecast", "raw"]) + " | | |")
+            continue
+        if "latency" in name:
+            p = {t: res[t]["latency_us"] for t in res}
+            cell = lambda t: f"p50 {p[t]['p50']/1000:.2f} ms, p99 {p[t]['p99']/1000:.2f} ms, p99.9 {p[t]['p999']/1000:.2f} ms"
+            lines.append(f"| {name} | {cell('redis-server')} | {cell('corecast')} | {cell('raw')} | p99 {p['corecast']['p99'] / max(p['redis-server']['p99'], 1):.2f} | p99 {p['corecast']['p99'] / max(p['raw']['p99'], 1):.2f} |")
+            continue
+        d = {t: res[t]["delivered_per_s"] for t in res}
+        lost = sum(res[t]["lost"] for t in res)
+        lines.append(f"| {name} | {fmt_rate(d['redis-server'])} | {fmt_rate(d['corecast'])} | {fmt_rate(d['raw'])} | "
+                     f"{d['corecast'] / d['redis-server']:.2f} | {d['corecast'] / d['raw']:.2f} |" + ("" if lost == 0 else f" (lost {lost})"))
+    if memory:
+        lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | {memory['redis-server']:.0f} B | {memory['corecast']:.0f} B | – | {memory['corecast'] / max(memory['redis-server'], 1):.2f} | – |")
+    table = "\n".join(lines)
+    print(table)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(table + "\n\n<!-- raw JSON -->\n<!--\n" + json.dumps(raw_json, indent=1) + "\n-->\n")
+
+
+if __name__ == "__main__":
+    main()
