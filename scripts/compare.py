@@ -102,8 +102,7 @@ def main():
             res = {}
             for target, (proc, port) in brokers.items():
                 res[target] = bench(args, a.load_cpu, a.duration, ["--target", f"127.0.0.1:{port}"])
-            res["raw"] = bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)]) \
-                if "--rate" not in args else bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)])
+            res["raw"] = bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)])
             rows.append((name, res))
             raw_json[name] = res
             print(f"done: {name}", file=sys.stderr)

@@ -101,9 +101,15 @@ fn main() -> anyhow::Result<()> {
         let broker = raw::RawBroker::bind()?;
         let addr = broker.addr()?;
         let sh = shared.clone();
-        let (subs, channels, window, cpu) =
-            (args.subscribers, args.channels, args.window, args.raw_cpu);
-        let t = std::thread::spawn(move || broker.run(subs, channels, payload, window, cpu, sh));
+        let (subs, channels, window, rate, cpu) = (
+            args.subscribers,
+            args.channels,
+            args.window,
+            args.rate,
+            args.raw_cpu,
+        );
+        let t =
+            std::thread::spawn(move || broker.run(subs, channels, payload, window, rate, cpu, sh));
         (addr, Some(t))
     } else {
         (args.target, None)

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,12 +33,21 @@ pub struct PublisherPlan {
 pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyhow::Result<u64> {
     let mut s = TcpStream::connect(target)?;
     s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let names: Vec<String> = plan.channels.iter().map(|&c| channel_name(c)).collect();
     let mut seqs = vec![0u64; plan.channels.len()];
     let mut out = Vec::with_capacity(plan.batch * (plan.payload + 64));
     let mut payload = Vec::with_capacity(plan.payload.max(crate::payload::HEADER_LEN));
-    let mut replies = ReplyCounter::default();
+    // Replies are counted by a reader thread, so writes never wait for a round trip; the
+    // writer only pauses when too many replies are outstanding.
+    let replied = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let mut rs = s.try_clone()?;
+        let replied = replied.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut counter = ReplyCounter::default();
+            counter.run(&mut rs, &replied)
+        })
+    };
     let start = now_ns();
     let mut sent: u64 = 0;
     let mut turn = 0usize;
@@ -107,31 +116,54 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
             continue;
         }
         s.write_all(&out)?;
-        replies.expect(in_batch);
-        replies.read_all(&mut s)?;
+        while sent - replied.load(Ordering::Acquire) > MAX_OUTSTANDING {
+            if reader.is_finished() {
+                break;
+            }
+            std::thread::yield_now();
+        }
     }
+    // Wait for every reply, then end the reader by closing our write side.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while replied.load(Ordering::Acquire) < sent
+        && !reader.is_finished()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    match reader.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if replied.load(Ordering::Acquire) < sent => return Err(e),
+        Ok(Err(_)) => {}
+        Err(_) => anyhow::bail!("reply reader panicked"),
+    }
+    anyhow::ensure!(replied.load(Ordering::Acquire) >= sent, "missing replies");
     Ok(sent)
 }
 
-/// Reads `:N\r\n` replies (or errors) for the commands written.
+/// PUBLISH commands written but not yet answered before the writer pauses.
+const MAX_OUTSTANDING: u64 = 16384;
+
+/// Reads `:N\r\n` replies and counts them; any other reply is an error.
 #[derive(Default)]
 struct ReplyCounter {
-    pending: usize,
     buf: Vec<u8>,
 }
 
 impl ReplyCounter {
-    fn expect(&mut self, n: usize) {
-        self.pending += n;
-    }
-
-    fn read_all(&mut self, s: &mut TcpStream) -> anyhow::Result<()> {
-        let mut tmp = [0u8; 16384];
-        while self.pending > 0 {
-            let n = s.read(&mut tmp)?;
-            anyhow::ensure!(n > 0, "broker closed the publisher connection");
+    fn run(&mut self, s: &mut TcpStream, replied: &AtomicU64) -> anyhow::Result<()> {
+        let mut tmp = [0u8; 65536];
+        loop {
+            let n = match s.read(&mut tmp) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
             self.buf.extend_from_slice(&tmp[..n]);
             let mut pos = 0;
+            let mut count = 0;
             while let Some(nl) = self.buf[pos..].iter().position(|&b| b == b'\n') {
                 let line = &self.buf[pos..pos + nl + 1];
                 anyhow::ensure!(
@@ -140,10 +172,10 @@ impl ReplyCounter {
                     String::from_utf8_lossy(line)
                 );
                 pos += nl + 1;
-                self.pending -= 1;
+                count += 1;
             }
             self.buf.drain(..pos);
+            replied.fetch_add(count, Ordering::AcqRel);
         }
-        Ok(())
     }
 }

@@ -38,6 +38,7 @@ impl RawBroker {
         channels: usize,
         payload: usize,
         window: u64,
+        rate: Option<f64>,
         cpu: Option<usize>,
         shared: Arc<Shared>,
     ) -> anyhow::Result<(u64, Vec<TcpStream>)> {
@@ -75,7 +76,50 @@ impl RawBroker {
         let mut frames = Vec::new();
         let mut payload_buf = Vec::new();
         let mut sent = 0u64;
+        let start = now_ns();
         while !shared.stop.load(Ordering::Acquire) {
+            if let Some(rate) = rate {
+                // Open loop: one message per tick, stamped with its scheduled time.
+                let due = start + (sent as f64 * 1e9 / rate) as u64;
+                while now_ns() < due {
+                    if due - now_ns() > 200_000 {
+                        std::thread::sleep(Duration::from_micros(100));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                let c = sent as usize % channels;
+                frames.clear();
+                payload_buf.clear();
+                encode(
+                    &mut payload_buf,
+                    &Header {
+                        ts_ns: due,
+                        channel: c as u32,
+                        publisher: 0,
+                        seq: seqs[c],
+                    },
+                    payload,
+                );
+                seqs[c] += 1;
+                write!(
+                    frames,
+                    "*3\r\n$7\r\nmessage\r\n${}\r\n{}\r\n${}\r\n",
+                    names[c].len(),
+                    names[c],
+                    payload_buf.len()
+                )?;
+                frames.extend_from_slice(&payload_buf);
+                frames.extend_from_slice(b"\r\n");
+                shared.published[c].fetch_add(1, Ordering::AcqRel);
+                sent += 1;
+                for s in &mut by_channel[c] {
+                    if s.write_all(&frames).is_err() && shared.stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                continue;
+            }
             let mut idle = true;
             for c in 0..channels {
                 if by_channel[c].is_empty() {
