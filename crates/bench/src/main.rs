@@ -101,15 +101,15 @@ fn main() -> anyhow::Result<()> {
         let broker = raw::RawBroker::bind()?;
         let addr = broker.addr()?;
         let sh = shared.clone();
-        let (subs, channels, window, rate, cpu) = (
-            args.subscribers,
-            args.channels,
-            args.window,
-            args.rate,
-            args.raw_cpu,
-        );
-        let t =
-            std::thread::spawn(move || broker.run(subs, channels, payload, window, rate, cpu, sh));
+        let plan = raw::RawPlan {
+            subscribers: args.subscribers,
+            channels: args.channels,
+            payload,
+            window: args.window,
+            rate: args.rate,
+            cpu: args.raw_cpu,
+        };
+        let t = std::thread::spawn(move || broker.run(plan, sh));
         (addr, Some(t))
     } else {
         (args.target, None)
@@ -208,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
+    shared.senders_done.store(true, Ordering::Release);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut delivered, mut lost, mut duplicated, mut reordered, mut delivered_total) =
         (0, 0, 0, 0, 0);

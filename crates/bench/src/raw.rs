@@ -12,6 +12,22 @@ use crate::payload::{encode, now_ns, Header};
 use crate::shared::Shared;
 use crate::subscribers::channel_name;
 
+/// What the raw sender serves: the same knobs the publishers get, plus its CPU.
+pub struct RawPlan {
+    /// Subscriber connections to accept before sending.
+    pub subscribers: usize,
+    /// Channels; subscriber `bench.N` gets channel `N % channels`.
+    pub channels: usize,
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Messages in flight per subscriber (closed loop).
+    pub window: u64,
+    /// Messages per second in total (open loop), if any.
+    pub rate: Option<f64>,
+    /// CPU to pin the sender thread to, if any.
+    pub cpu: Option<usize>,
+}
+
 /// A bound raw broker, ready to accept `subscribers` connections.
 pub struct RawBroker {
     listener: TcpListener,
@@ -32,16 +48,15 @@ impl RawBroker {
 
     /// Accepts `subscribers` connections (answering their SUBSCRIBE), then sends until stop;
     /// returns messages sent per channel in total and the open sockets.
-    pub fn run(
-        self,
-        subscribers: usize,
-        channels: usize,
-        payload: usize,
-        window: u64,
-        rate: Option<f64>,
-        cpu: Option<usize>,
-        shared: Arc<Shared>,
-    ) -> anyhow::Result<(u64, Vec<TcpStream>)> {
+    pub fn run(self, plan: RawPlan, shared: Arc<Shared>) -> anyhow::Result<(u64, Vec<TcpStream>)> {
+        let RawPlan {
+            subscribers,
+            channels,
+            payload,
+            window,
+            rate,
+            cpu,
+        } = plan;
         if let Some(cpu) = cpu {
             core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
         }

@@ -12,6 +12,10 @@ pub struct Shared {
     pub acked: Vec<Vec<AtomicU64>>,
     /// Set when publishers must stop.
     pub stop: AtomicBool,
+    /// Set once every publisher (or the raw sender) has returned, so `published` is final.
+    /// Subscribers judge completeness only after this: a publisher may still be finishing
+    /// a batch when `stop` is seen.
+    pub senders_done: AtomicBool,
     /// CLOCK_MONOTONIC ns when measurement starts (after warm-up).
     pub measure_from_ns: AtomicU64,
 }
@@ -25,6 +29,7 @@ impl Shared {
                 .map(|_| (0..channels).map(|_| AtomicU64::new(u64::MAX)).collect())
                 .collect(),
             stop: AtomicBool::new(false),
+            senders_done: AtomicBool::new(false),
             measure_from_ns: AtomicU64::new(u64::MAX),
         }
     }

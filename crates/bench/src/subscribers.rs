@@ -119,7 +119,7 @@ impl SubscriberThread {
         })
     }
 
-    /// Reads until `shared.stop` is set and either every subscriber has received everything
+    /// Reads until `shared.senders_done` is set and either every subscriber has received everything
     /// published on its channel or `drain` has passed.
     pub fn run(mut self, shared: Arc<Shared>, drain: Duration) -> anyhow::Result<SubResult> {
         let mut events = Events::with_capacity(1024);
@@ -198,7 +198,7 @@ impl SubscriberThread {
                     shared.acked[self.thread_index][c].store(min, Ordering::Release);
                 }
             }
-            if shared.stop.load(Ordering::Acquire) {
+            if shared.senders_done.load(Ordering::Acquire) {
                 let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
                 let done = self
                     .subs

@@ -1,7 +1,7 @@
 //! One client connection as a shard sees it.
 
+pub use crate::subset::SubSet;
 use bytes::Bytes;
-use indexmap::IndexSet;
 
 use crate::outbound::Outbound;
 use crate::tables::ConnRef;
@@ -26,16 +26,15 @@ pub enum Life {
     Closing,
 }
 
-/// Subscription state of a RESP connection. Insertion order is kept, so UNSUBSCRIBE without
-/// arguments answers in a stable order.
+/// Subscription state of a RESP connection.
 #[derive(Debug, Default)]
 pub struct RespState {
     /// Classic channels.
-    pub channels: IndexSet<Bytes, ahash::RandomState>,
+    pub channels: SubSet,
     /// Patterns.
-    pub patterns: IndexSet<Bytes, ahash::RandomState>,
+    pub patterns: SubSet,
     /// Sharded channels.
-    pub schannels: IndexSet<Bytes, ahash::RandomState>,
+    pub schannels: SubSet,
     /// CLIENT SETNAME.
     pub name: Option<Bytes>,
 }

@@ -9,6 +9,7 @@ pub mod msg;
 pub mod outbound;
 pub mod shard;
 pub mod stats;
+pub mod subset;
 pub mod tables;
 
 pub use config::{BrokerConfig, SlowConsumerPolicy};

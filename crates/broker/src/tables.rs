@@ -5,8 +5,6 @@
 //! - `Patterns`: every shard's subscriber counts per pattern, replicated on every shard, since
 //!   any owner may publish a matching channel.
 
-use std::collections::HashMap;
-
 use ahash::RandomState;
 use bytes::Bytes;
 
@@ -21,23 +19,72 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
-type Map<V> = HashMap<Bytes, V, RandomState>;
+/// hashbrown directly (std's HashMap is hashbrown, but without `get_key_value_mut`).
+type Map<V> = hashbrown::HashMap<Bytes, V, RandomState>;
+
+/// Subscribers of one name on this shard; most channels have one, kept inline.
+#[derive(Debug)]
+pub enum Subscribers {
+    /// Exactly one.
+    One(ConnRef),
+    /// Two or more.
+    Many(Vec<ConnRef>),
+}
+
+impl Subscribers {
+    fn as_slice(&self) -> &[ConnRef] {
+        match self {
+            Self::One(c) => std::slice::from_ref(c),
+            Self::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, who: ConnRef) {
+        match self {
+            Self::One(c) => *self = Self::Many(vec![*c, who]),
+            Self::Many(v) => v.push(who),
+        }
+    }
+
+    /// Removes `who`; returns the remaining count, or None if absent.
+    fn remove(&mut self, who: ConnRef) -> Option<usize> {
+        match self {
+            Self::One(c) if *c == who => Some(0),
+            Self::One(_) => None,
+            Self::Many(v) => {
+                let pos = v.iter().position(|c| *c == who)?;
+                v.swap_remove(pos);
+                if v.len() == 1 {
+                    *self = Self::One(v[0]);
+                }
+                Some(self.as_slice().len())
+            }
+        }
+    }
+}
 
 /// This shard's subscribers per channel (one map per namespace) and per pattern.
 #[derive(Default)]
 pub struct Local {
-    channels: [Map<Vec<ConnRef>>; 2],
-    patterns: Map<Vec<ConnRef>>,
+    channels: [Map<Subscribers>; 2],
+    patterns: Map<Subscribers>,
 }
 
 impl Local {
+    /// Tables pre-sized for `channels` channels.
+    pub fn with_capacity(channels: usize) -> Self {
+        Self {
+            channels: [
+                Map::with_capacity_and_hasher(channels, RandomState::new()),
+                Map::default(),
+            ],
+            patterns: Map::default(),
+        }
+    }
+
     /// Adds a subscriber; returns how many local subscribers the channel now has.
     pub fn subscribe(&mut self, ns: Ns, channel: &Bytes, who: ConnRef) -> usize {
-        let list = self.channels[ns as usize]
-            .entry(channel.clone())
-            .or_default();
-        list.push(who);
-        list.len()
+        add_to(&mut self.channels[ns as usize], channel, who)
     }
 
     /// Removes a subscriber; returns the remaining count (None if it was not there).
@@ -47,9 +94,7 @@ impl Local {
 
     /// Adds a pattern subscriber; returns the local count.
     pub fn psubscribe(&mut self, pattern: &Bytes, who: ConnRef) -> usize {
-        let list = self.patterns.entry(pattern.clone()).or_default();
-        list.push(who);
-        list.len()
+        add_to(&mut self.patterns, pattern, who)
     }
 
     /// Removes a pattern subscriber; returns the remaining count.
@@ -66,15 +111,27 @@ impl Local {
 
     /// Local subscribers of a pattern.
     pub fn pattern_subscribers(&self, pattern: &[u8]) -> &[ConnRef] {
-        self.patterns.get(pattern).map_or(&[], |v| v.as_slice())
+        self.patterns
+            .get(pattern)
+            .map_or(&[], Subscribers::as_slice)
     }
 }
 
-fn remove_from(map: &mut Map<Vec<ConnRef>>, name: &[u8], who: ConnRef) -> Option<usize> {
-    let list = map.get_mut(name)?;
-    let pos = list.iter().position(|c| *c == who)?;
-    list.swap_remove(pos);
-    let left = list.len();
+fn add_to(map: &mut Map<Subscribers>, name: &Bytes, who: ConnRef) -> usize {
+    match map.get_mut(name.as_ref()) {
+        Some(list) => {
+            list.push(who);
+            list.as_slice().len()
+        }
+        None => {
+            map.insert(name.clone(), Subscribers::One(who));
+            1
+        }
+    }
+}
+
+fn remove_from(map: &mut Map<Subscribers>, name: &[u8], who: ConnRef) -> Option<usize> {
+    let left = map.get_mut(name)?.remove(who)?;
     if left == 0 {
         map.remove(name);
     }
@@ -83,8 +140,6 @@ fn remove_from(map: &mut Map<Vec<ConnRef>>, name: &[u8], who: ConnRef) -> Option
 
 /// What an owner keeps for one channel.
 pub struct OwnedChannel {
-    /// The channel name (shared with deliveries).
-    pub name: Bytes,
     /// Messages published so far (per-channel order; history and resume will use it).
     pub seq: u64,
     /// Subscribers per shard.
@@ -100,11 +155,14 @@ pub struct Owned {
 }
 
 impl Owned {
-    /// An empty table for a mesh of `shards`.
-    pub fn new(shards: usize) -> Self {
+    /// An empty table for a mesh of `shards`, pre-sized for `channels` channels.
+    pub fn new(shards: usize, channels: usize) -> Self {
         Self {
             shards,
-            channels: Default::default(),
+            channels: [
+                Map::with_capacity_and_hasher(channels, RandomState::new()),
+                Map::default(),
+            ],
         }
     }
 
@@ -114,7 +172,6 @@ impl Owned {
         if delta > 0 {
             let shards = self.shards;
             let c = map.entry(channel.clone()).or_insert_with(|| OwnedChannel {
-                name: channel.clone(),
                 seq: 0,
                 per_shard: vec![0; shards].into_boxed_slice(),
                 total: 0,
@@ -132,9 +189,10 @@ impl Owned {
         }
     }
 
-    /// The entry for a channel, if it has subscribers.
-    pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<&mut OwnedChannel> {
-        self.channels[ns as usize].get_mut(channel)
+    /// The entry for a channel, if it has subscribers, with the stored name (shared with
+    /// deliveries, so the name is kept once).
+    pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<(&Bytes, &mut OwnedChannel)> {
+        self.channels[ns as usize].get_key_value_mut(channel)
     }
 
     /// Total subscribers of a channel.
@@ -237,7 +295,7 @@ mod tests {
 
     #[test]
     fn owned_counts_follow_deltas_and_forget_empty_channels() {
-        let mut o = Owned::new(2);
+        let mut o = Owned::new(2, 16);
         let ch = Bytes::from_static(b"news");
         o.apply(Ns::Plain, &ch, 0, 1);
         o.apply(Ns::Plain, &ch, 1, 1);

@@ -6,7 +6,13 @@
 /// Deepest `*` nesting followed; deeper patterns simply do not match (as in Redis).
 const MAX_NESTING: u32 = 1000;
 
-/// Whether `string` matches `pattern` (case-sensitive).
+/// Whether `string` matches `pattern`, case-sensitively, exactly as Redis's
+/// `stringmatchlen(..., nocase=0)` decides it, so PSUBSCRIBE and PUBSUB CHANNELS select the
+/// same channels as on Redis. Quirks kept on purpose: `*` never matches an empty string (but
+/// `a*` matches `a`), an unterminated `[` class runs to the end of the pattern, a trailing
+/// lone `\` is a literal backslash, range bounds compare as signed C `char` (Redis on x86),
+/// and a pattern needing more than 1000 nested `*` levels does not match. Runs in bounded
+/// stack (at most ~1000 frames) and, thanks to the skip-longer-matches rule, polynomial time.
 pub fn glob_match(pattern: &[u8], string: &[u8]) -> bool {
     let mut skip_longer = false;
     match_from(pattern, string, &mut skip_longer, 0)
@@ -147,6 +153,46 @@ mod tests {
         ] {
             assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), m, "{p} vs {s}");
         }
+    }
+
+    #[test]
+    fn escapes_classes_and_signed_ranges() {
+        for (p, s, m) in [
+            (&b"a\\"[..], &b"a\\"[..], true), // a lone trailing backslash is literal
+            (b"\\?", b"?", true),
+            (b"\\?", b"x", false),
+            (b"[\\", b"\\", true),  // class ending in a lone backslash
+            (b"[a-]", b"-", false), // "a-]" is the range ']'..'a', then the class is unterminated
+            (b"[a-]", b"]", true),
+            (b"[a-]", b"_", true),
+            (b"[]a]", b"a", false), // a leading ']' closes an empty class, which matches nothing
+            (b"[^]", b"x", true),
+            (b"[-a]", b"-", true),
+            (b"[\x7f-\x81]", b"\x80", false), // signed: 0x81 < 0x7f, so the range is -127..127
+            (b"[\x7f-\x81]", b"a", true),
+            (b"[\x80-\xff]", b"\x90", true),
+            (b"*?", b"a", true),
+            (b"a**", b"a", true),
+            (b"a*?", b"a", false),
+            (b"?", b"", false),
+        ] {
+            assert_eq!(
+                glob_match(p, s),
+                m,
+                "{:?} vs {:?}",
+                String::from_utf8_lossy(p),
+                String::from_utf8_lossy(s)
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_limit_matches_redis() {
+        let s = "a".repeat(1100);
+        let ok = "*a".repeat(1000);
+        assert!(glob_match(ok.as_bytes(), &s.as_bytes()[..1000]));
+        let too_deep = "*a".repeat(1001);
+        assert!(!glob_match(too_deep.as_bytes(), &s.as_bytes()[..1001]));
     }
 
     #[test]

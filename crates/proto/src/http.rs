@@ -4,10 +4,11 @@
 
 use thiserror::Error;
 
-/// Most headers accepted in one request.
+/// Most headers accepted in one request (httparse needs a fixed array).
 const MAX_HEADERS: usize = 64;
 
-/// A parsed request head.
+/// A parsed request head, owned so the caller can recycle its read buffer at once. Heads
+/// are rare (stats scrapes, WebSocket upgrades), so owning them costs nothing that matters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// `GET`, `POST`, ...
@@ -36,23 +37,32 @@ impl RequestHead {
 /// Why a request head was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HttpError {
-    /// Not HTTP/1.x.
+    /// Not a well-formed HTTP/1.x request head (bad token, bad version, too many headers);
+    /// holds httparse's reason.
     #[error("malformed request head: {0}")]
     Malformed(String),
-    /// The head is larger than allowed.
+    /// The head is larger than the caller's limit (holds the limit).
     #[error("request head larger than {0} bytes")]
     TooLarge(usize),
 }
 
-/// Parses a request head at the start of `input`. `Ok(None)`: incomplete.
+/// Parses a request head at the start of `input`, up to and including the blank line.
+///
+/// `Ok(Some((head, n)))`: the head used the first `n` bytes (a body, if any, follows).
+/// `Ok(None)`: incomplete, nothing consumed; call again with more bytes. Errors mean the
+/// caller should answer 400 / 431 and close. At most 64 headers are accepted (more is
+/// `Malformed`), and a head longer than `max_head_bytes` is `TooLarge` whether or not its
+/// end has arrived.
 pub fn parse_request_head(
     input: &[u8],
     max_head_bytes: usize,
 ) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
+    // Never look past the limit: a client dribbling a huge head costs one bounded scan.
+    let window = &input[..input.len().min(max_head_bytes)];
     let status = req
-        .parse(input)
+        .parse(window)
         .map_err(|e| HttpError::Malformed(e.to_string()))?;
     let len = match status {
         httparse::Status::Complete(n) => n,
@@ -92,7 +102,9 @@ pub fn parse_request_head(
     Ok(Some((head, len)))
 }
 
-/// Appends a complete HTTP/1.1 response with a Content-Length body.
+/// Appends a complete HTTP/1.1 response to `out`: status line, `Content-Type`,
+/// `Content-Length`, `Connection` (`keep-alive` or `close`, as the caller decided from the
+/// request), `Cache-Control: no-store` (stats are live), and the body.
 pub fn response(
     out: &mut Vec<u8>,
     status: u16,
@@ -152,6 +164,41 @@ mod tests {
             parse_request_head(&big, 1024),
             Err(HttpError::TooLarge(1024))
         );
+    }
+
+    #[test]
+    fn limits_and_edges() {
+        // Exactly at the limit is fine; one byte over is not, even if complete.
+        let head = b"GET / HTTP/1.1\r\n\r\n";
+        assert!(parse_request_head(head, head.len()).unwrap().is_some());
+        assert_eq!(
+            parse_request_head(head, head.len() - 1),
+            Err(HttpError::TooLarge(head.len() - 1))
+        );
+        // A body after the head is not counted against the limit.
+        let with_body = [&head[..], &[b'x'; 100]].concat();
+        let (_, n) = parse_request_head(&with_body, head.len()).unwrap().unwrap();
+        assert_eq!(n, head.len());
+        let many: Vec<u8> = [
+            b"GET / HTTP/1.1\r\n".to_vec(),
+            b"X: y\r\n".repeat(65),
+            b"\r\n".to_vec(),
+        ]
+        .concat();
+        assert!(matches!(
+            parse_request_head(&many, 1 << 20),
+            Err(HttpError::Malformed(_))
+        ));
+        assert_eq!(parse_request_head(b"", 10), Ok(None));
+        let (h, _) = parse_request_head(
+            b"GET /a?b?c HTTP/1.1\r\nConnection: Upgrade, close\r\n\r\n",
+            1024,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.path.as_str(), h.query.as_str()), ("/a", "b?c"));
+        assert!(!h.keep_alive);
+        assert_eq!(h.header("x-missing"), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! allocation per message once buffers are warm. That keeps every parser unit-testable,
 //! property-testable and fuzzable (see `fuzz/`), the way quinn-proto is separate from quinn.
 
+#![warn(missing_docs)]
+
 pub mod glob;
 pub mod http;
 pub mod resp;

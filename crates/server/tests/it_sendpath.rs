@@ -108,3 +108,66 @@ fn full_rings_lose_nothing_and_are_counted() {
     }
     server.wait_stats("ring_full", |s| s["total"]["ring_full"].as_u64() > Some(0));
 }
+
+/// A publisher whose input the broker pauses (full rings) is not closed for the input the
+/// pause left unparsed: `max_unparsed_bytes` bounds an incomplete command, not commands the
+/// broker chose to hold back.
+#[test]
+fn paused_publisher_keeps_its_connection() {
+    let server = Server::start(
+        2,
+        &[
+            "--ring-capacity",
+            "2",
+            "--max-bulk-len",
+            "16384",
+            "--max-unparsed-bytes",
+            "32768",
+        ],
+    );
+    let mut subs: Vec<RespConn> = Vec::new();
+    loop {
+        let mut c = RespConn::connect(server.resp);
+        c.cmd(&[b"SUBSCRIBE", b"big"]);
+        c.read_replies(1);
+        subs.push(c);
+        let want = subs.len() as u64;
+        let s = server.wait_stats("subscriptions", |s| {
+            s["total"]["subscriptions"].as_u64() == Some(want)
+        });
+        if per_shard(&s, "subscriptions").iter().all(|&n| n > 0) {
+            break;
+        }
+        assert!(subs.len() < 32);
+    }
+    // 4 MiB of pipelined PUBLISH, over a hundred times max_unparsed_bytes.
+    const COUNT: usize = 4096;
+    let body = vec![b'x'; 1000];
+    let mut burst = Vec::new();
+    for _ in 0..COUNT {
+        burst.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$3\r\nbig\r\n$1000\r\n");
+        burst.extend_from_slice(&body);
+        burst.extend_from_slice(b"\r\n");
+    }
+    let n = subs.len();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| std::thread::spawn(move || s.read_replies(COUNT).len()))
+        .collect();
+    let mut publ = RespConn::connect(server.resp);
+    let writer = {
+        let mut w = publ.stream.try_clone().unwrap();
+        std::thread::spawn(move || std::io::Write::write_all(&mut w, &burst).unwrap())
+    };
+    assert_eq!(
+        publ.read_replies(COUNT),
+        format!(":{n}\r\n").repeat(COUNT).into_bytes()
+    );
+    writer.join().unwrap();
+    let frame_len = "*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n$1000\r\n".len() + 1002;
+    for r in readers {
+        assert_eq!(r.join().unwrap(), COUNT * frame_len);
+    }
+    let s = server.stats();
+    assert_eq!(s["total"]["input_overflows"], 0, "{s}");
+}

@@ -195,7 +195,7 @@ impl Shard {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         let mut delivery = None;
-        if let Some(oc) = self.owned.get_mut(ns, channel) {
+        if let Some((name, oc)) = self.owned.get_mut(ns, channel) {
             oc.seq += 1;
             count += oc.total as i64;
             let mut v = Vec::with_capacity(payload.len() + channel.len() + 48);
@@ -204,7 +204,7 @@ impl Shard {
                 Ns::Shard => encode::push_smessage(&mut v, channel, payload),
             }
             targets.extend((0..self.shards).filter(|&s| oc.per_shard[s] > 0));
-            delivery = Some((oc.name.clone(), Bytes::from(v)));
+            delivery = Some((name.clone(), Bytes::from(v)));
         }
         if let Some((name, frame)) = delivery {
             for &s in &targets {
@@ -445,13 +445,13 @@ impl Shard {
     pub(super) fn drop_subscriptions(&mut self, key: usize) {
         let who = self.conns[key].at(key);
         let state = std::mem::take(&mut self.conns[key].resp);
-        for ch in &state.channels {
+        for ch in state.channels.iter() {
             self.remove_subscription(who, Ns::Plain, ch);
         }
-        for ch in &state.schannels {
+        for ch in state.schannels.iter() {
             self.remove_subscription(who, Ns::Shard, ch);
         }
-        for p in &state.patterns {
+        for p in state.patterns.iter() {
             self.remove_pattern(who, p);
         }
         let conn = &mut self.conns[key];

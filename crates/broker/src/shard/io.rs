@@ -183,11 +183,22 @@ impl Shard {
     }
 
     /// Enforces the unparsed-input limit and pauses the receive of a stalled connection.
+    ///
+    /// A running connection's `inbuf` holds only an incomplete command, so
+    /// `max_unparsed_bytes` bounds it. A stalled connection's holds complete commands the
+    /// shard chose not to parse yet; its receive is cancelled at `PAUSED_INPUT_BYTES`, but
+    /// completions the kernel posted before the cancel still land, at most one provided
+    /// buffer ring's worth (`recv_buffers × recv_buffer_size`). Closing the client for
+    /// input the broker itself paused would punish it for the broker's back-pressure.
     fn check_input(&mut self, key: usize) {
-        let max = self.cfg.max_unparsed_bytes;
         let conn = &mut self.conns[key];
         if conn.life != Life::Open {
             return;
+        }
+        let mut max = self.cfg.max_unparsed_bytes;
+        if conn.stalled {
+            max +=
+                usize::from(self.cfg.recv_buffers) * self.cfg.recv_buffer_size + PAUSED_INPUT_BYTES;
         }
         if conn.inbuf.len() > max {
             self.counters.input_overflows += 1;
@@ -281,6 +292,11 @@ impl Shard {
     }
 
     pub(super) fn flush_sends(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        // A fresh reading: publishes parsed during this turn are stamped after its start.
+        self.now_ns = corecast_runtime::clock::now_ns();
         let dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
             let key = key as usize;

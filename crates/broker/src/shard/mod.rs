@@ -179,6 +179,10 @@ impl Shard {
         mesh.set_ring_fd(ring.as_raw_fd_compat());
         let bufring = BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)?;
         let shards = mesh.shards();
+        // Sized for this shard's share of max_connections up front: only touched pages
+        // count, and the tables never pay a grow-and-copy (whose freed copies the allocator
+        // keeps) while clients arrive.
+        let per_shard = (cfg.max_connections / shards).max(64);
         let limits = Limits {
             max_bulk_len: cfg.max_bulk_len,
             ..Limits::default()
@@ -191,11 +195,11 @@ impl Shard {
             local_inbox: VecDeque::new(),
             wake: vec![false; shards],
             listeners,
-            conns: Slab::with_capacity(1024),
+            conns: Slab::with_capacity(per_shard),
             send_pool: Vec::new(),
             next_gen: 1,
-            local: Local::default(),
-            owned: Owned::new(shards),
+            local: Local::with_capacity(per_shard),
+            owned: Owned::new(shards, per_shard),
             patterns: Patterns::new(shards),
             pending: Slab::new(),
             dirty: Vec::new(),

@@ -137,9 +137,10 @@ impl Shard {
                 Ok(None) => break,
                 Err(e) => {
                     self.counters.protocol_errors += 1;
-                    let msg = format!("-ERR {e}\r\n");
+                    let mut msg = Vec::new();
+                    e.write_redis_error_line(&mut msg);
                     let conn = &mut self.conns[key];
-                    conn.out.reply(msg.as_bytes());
+                    conn.out.reply(&msg);
                     conn.life = Life::CloseAfterFlush;
                     self.mark_dirty(key);
                     pos = data.len();
@@ -355,7 +356,7 @@ impl Shard {
             } else {
                 &mut resp.schannels
             };
-            let removed = set.shift_remove(&ch);
+            let removed = set.remove(&ch);
             let count = if ns == Ns::Plain {
                 resp.classic_count()
             } else {
@@ -384,7 +385,7 @@ impl Shard {
         }
         for p in names {
             let resp = &mut self.conns[key].resp;
-            let removed = resp.patterns.shift_remove(&p);
+            let removed = resp.patterns.remove(&p);
             let count = resp.classic_count();
             if removed {
                 self.remove_pattern(who, &p);

@@ -63,6 +63,21 @@ pub fn pmessage_len(pattern_len: usize, channel_len: usize, payload_len: usize) 
     4 + bulk_len(8) + bulk_len(pattern_len) + bulk_len(channel_len) + bulk_len(payload_len)
 }
 
+/// Exact size of an `smessage` push.
+pub fn smessage_len(channel_len: usize, payload_len: usize) -> usize {
+    4 + bulk_len(8) + bulk_len(channel_len) + bulk_len(payload_len)
+}
+
+/// Exact size of a [`sub_reply`] (`name_len` `None` for the null bulk), so a batch of
+/// confirmations can be reserved at once.
+pub fn sub_reply_len(kind_len: usize, name_len: Option<usize>, count: i64) -> usize {
+    4 + bulk_len(kind_len)
+        + name_len.map_or(5, bulk_len)
+        + 1
+        + itoa::Buffer::new().format(count).len()
+        + 2
+}
+
 /// The push a subscriber receives for PUBLISH.
 pub fn push_message(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
     out.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n");
@@ -120,6 +135,51 @@ mod tests {
             b"*4\r\n$8\r\npmessage\r\n$2\r\nc*\r\n$2\r\nch\r\n$0\r\n\r\n"
         );
         assert_eq!(v.len(), pmessage_len(2, 2, 0));
+    }
+
+    #[test]
+    fn sizes_are_exact() {
+        let mut v = Vec::new();
+        for (c, p) in [(0, 0), (9, 10), (99, 100_000), (1, 1 << 20)] {
+            let (ch, pl) = (vec![b'c'; c], vec![b'p'; p]);
+            v.clear();
+            push_message(&mut v, &ch, &pl);
+            assert_eq!(v.len(), message_len(c, p));
+            v.clear();
+            push_smessage(&mut v, &ch, &pl);
+            assert_eq!(v.len(), smessage_len(c, p));
+            v.clear();
+            push_pmessage(&mut v, b"p*", &ch, &pl);
+            assert_eq!(v.len(), pmessage_len(2, c, p));
+            v.clear();
+            bulk(&mut v, &pl);
+            assert_eq!(v.len(), bulk_len(p));
+        }
+        for (name, count) in [(None, 0), (Some(&b"news"[..]), 12345), (Some(&b""[..]), -3)] {
+            v.clear();
+            sub_reply(&mut v, b"psubscribe", name, count);
+            assert_eq!(v.len(), sub_reply_len(10, name.map(<[u8]>::len), count));
+        }
+    }
+
+    #[test]
+    fn bulks_and_headers() {
+        let mut v = Vec::new();
+        bulk(&mut v, b"");
+        null_bulk(&mut v);
+        array_header(&mut v, 0);
+        integer(&mut v, i64::MIN);
+        assert_eq!(v, b"$0\r\n\r\n$-1\r\n*0\r\n:-9223372036854775808\r\n");
+        v.clear();
+        push_smessage(&mut v, b"ch", b"x");
+        assert_eq!(v, b"*3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$1\r\nx\r\n");
+        v.clear();
+        sub_reply(&mut v, b"subscribe", Some(b"ch"), 1);
+        pong_subscribed(&mut v, Some(b"hi"));
+        assert_eq!(
+            v,
+            b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"
+        );
     }
 
     #[test]

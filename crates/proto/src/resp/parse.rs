@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use super::split::split_args;
+use super::split::split_into;
 
 /// Parser limits. Defaults are Redis's.
 #[derive(Debug, Clone)]
@@ -27,7 +27,10 @@ impl Default for Limits {
 }
 
 /// The arguments of one command, reused from command to command so parsing allocates
-/// nothing once warm. Argument bytes are copied in (inline arguments may be unescaped).
+/// nothing once warm: one byte buffer holds every argument back to back and a span table says
+/// where each starts and ends. Argument bytes are copied in (rather than borrowed from the
+/// input) because inline arguments may be unescaped, and so the caller may recycle its read
+/// buffer as soon as `parse_command` returns.
 #[derive(Debug, Default, Clone)]
 pub struct Args {
     buf: Vec<u8>,
@@ -35,12 +38,12 @@ pub struct Args {
 }
 
 impl Args {
-    /// An empty argument list.
+    /// An empty argument list; it grows to the largest command seen and stays there.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Forgets the arguments, keeping the buffers.
+    /// Forgets the arguments, keeping the buffers' capacity for the next command.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.spans.clear();
@@ -51,76 +54,158 @@ impl Args {
         self.spans.len()
     }
 
-    /// Whether there are none (an empty inline line or `*0`).
+    /// Whether there are none (an empty inline line, `*0` or `*-1`): Redis ignores such a
+    /// command, and so should the caller.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
-    /// Argument `i`.
+    /// Argument `i` (0 is the command name), or `None` past the end.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        self.spans.get(i).map(|&(s, e)| &self.buf[s..e])
+        self.spans.get(i).and_then(|&(s, e)| self.buf.get(s..e))
     }
 
     /// All arguments in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.spans.iter().map(|&(s, e)| &self.buf[s..e])
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans
+            .iter()
+            .map(|&(s, e)| self.buf.get(s..e).unwrap_or_default())
     }
 
-    fn push(&mut self, arg: &[u8]) {
+    /// Appends one whole argument.
+    pub(crate) fn push(&mut self, arg: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(arg);
         self.spans.push((start, self.buf.len()));
     }
+
+    /// Starts an argument built byte by byte (inline unescaping); returns its start.
+    pub(crate) fn begin(&mut self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends one byte to the argument being built.
+    pub(crate) fn push_byte(&mut self, b: u8) {
+        self.buf.push(b);
+    }
+
+    /// Ends the argument started at `start`.
+    pub(crate) fn finish(&mut self, start: usize) {
+        self.spans.push((start, self.buf.len()));
+    }
 }
 
-/// A request Redis would reject; `Display` is exactly the text Redis sends after `-ERR `.
-/// Redis closes the connection after sending it, and so must the caller.
+/// A request Redis would reject; `Display` is exactly the text Redis 7 sends after `-ERR `
+/// (for [`ProtocolError::ExpectedDollar`] with a non-ASCII byte, see
+/// [`ProtocolError::redis_error_line`], which is byte-exact). Redis closes the connection
+/// after sending it, and so must the caller: the stream can no longer be framed.
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum ProtocolError {
-    /// The `*N` count is not a number or is too large.
+    /// The `*N` count is not a strict integer or is over `max_multibulk_len`.
     #[error("Protocol error: invalid multibulk length")]
     InvalidMultibulkLength,
-    /// A `$N` length is not a number, negative, or over the bulk limit.
+    /// A `$N` length is not a strict integer, is negative, or is over `max_bulk_len`.
     #[error("Protocol error: invalid bulk length")]
     InvalidBulkLength,
-    /// An argument of a multibulk command does not start with `$`.
-    #[error("Protocol error: expected '$', got '{0}'")]
-    ExpectedDollar(char),
-    /// An inline command has no newline within the inline limit.
+    /// An argument of a multibulk command does not start with `$`; holds the byte found.
+    #[error("Protocol error: expected '$', got '{}'", shown_byte(*.0))]
+    ExpectedDollar(u8),
+    /// An inline command has no newline within `max_inline_len` bytes.
     #[error("Protocol error: too big inline request")]
     TooBigInline,
-    /// The `*N` line has no CR within the inline limit.
+    /// The `*N` line has no CR within `max_inline_len` bytes.
     #[error("Protocol error: too big mbulk count string")]
     TooBigMultibulkCount,
-    /// A `$N` line has no CR within the inline limit.
+    /// A `$N` line has no CR within `max_inline_len` bytes.
     #[error("Protocol error: too big bulk count string")]
     TooBigBulkCount,
-    /// Inline quotes do not balance.
+    /// Inline quotes do not balance, or a closing quote is not followed by a space.
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
 }
 
-impl ProtocolError {
-    /// The full error reply: `-ERR <text>\r\n`.
-    pub fn redis_error_line(&self) -> Vec<u8> {
-        format!("-ERR {self}\r\n").into_bytes()
+/// Redis formats the offending byte with `%c` and then maps CR and LF to spaces so that the
+/// error line stays one line.
+fn shown_byte(b: u8) -> char {
+    match b {
+        b'\r' | b'\n' => ' ',
+        _ => char::from(b),
     }
 }
 
-/// Parses one command from the start of `input` into `args`.
+impl ProtocolError {
+    /// The full error reply, byte-identical to Redis's: `-ERR <text>\r\n`. Prefer this over
+    /// formatting `Display`, which cannot carry a raw non-UTF-8 byte.
+    pub fn redis_error_line(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.write_redis_error_line(&mut out);
+        out
+    }
+
+    /// Appends [`ProtocolError::redis_error_line`] to `out` without allocating.
+    pub fn write_redis_error_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"-ERR ");
+        match *self {
+            ProtocolError::ExpectedDollar(b) => {
+                out.extend_from_slice(b"Protocol error: expected '$', got '");
+                out.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+                out.push(b'\'');
+            }
+            _ => {
+                use std::io::Write;
+                let _ = write!(out, "{self}");
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Parses one command from the start of `input` into `args` (cleared first).
 ///
-/// `Ok(Some(n))`: a whole command used the first `n` bytes (`args` may be empty: Redis
-/// ignores empty commands). `Ok(None)`: more bytes are needed; nothing was consumed.
+/// `Ok(Some(n))`: a whole command used the first `n` bytes (`n > 0`; `args` may be empty,
+/// which Redis ignores). `Ok(None)`: more bytes are needed and nothing was consumed; call
+/// again with the same bytes plus more. `Err`: reply with the error and close.
+///
+/// Like Redis, a first byte of `*` means multibulk and anything else an inline command.
+/// Redis finds line ends with C `strchr`, which stops at a NUL byte, so a NUL before the
+/// end of a count line or inline line makes Redis wait for more data (and fail once the
+/// buffer passes the inline limit); this parser does the same. Redis reads inline data 16
+/// KiB at a time and fails once more than 64 KiB sit unterminated; here any line longer
+/// than `max_inline_len` fails, which is the same for every line Redis reliably accepts or
+/// rejects and does not depend on how the bytes were chunked.
 pub fn parse_command(
     input: &[u8],
     limits: &Limits,
     args: &mut Args,
 ) -> Result<Option<usize>, ProtocolError> {
     args.clear();
-    match input.first() {
+    let r = match input.first() {
         None => Ok(None),
         Some(b'*') => parse_multibulk(input, limits, args),
         Some(_) => parse_inline(input, limits, args),
+    };
+    if !matches!(r, Ok(Some(_))) {
+        args.clear();
+    }
+    r
+}
+
+/// Where a line ends, as Redis's `strchr` sees it.
+enum Line {
+    /// The delimiter is at this index.
+    At(usize),
+    /// No delimiter yet (none, or a NUL came first).
+    Missing,
+}
+
+/// Finds `delim` in `hay` the way `strchr` would (a NUL ends the search), looking no further
+/// than `limit + 1` bytes: a line longer than `limit` is too big whether or not its end has
+/// arrived, which keeps the scan bounded.
+fn find_line(hay: &[u8], delim: u8, limit: usize) -> Line {
+    let window = &hay[..hay.len().min(limit.saturating_add(1))];
+    match window.iter().position(|&b| b == delim || b == 0) {
+        Some(i) if window[i] == delim => Line::At(i),
+        _ => Line::Missing,
     }
 }
 
@@ -129,13 +214,14 @@ fn parse_multibulk(
     limits: &Limits,
     args: &mut Args,
 ) -> Result<Option<usize>, ProtocolError> {
-    // Like Redis: look for the CR; without one, the line is either incomplete or too long.
-    let Some(cr) = memchr(b'\r', input) else {
-        if input.len() > limits.max_inline_len {
-            return Err(ProtocolError::TooBigMultibulkCount);
+    let cr = match find_line(input, b'\r', limits.max_inline_len) {
+        Line::At(cr) => cr,
+        Line::Missing if input.len() > limits.max_inline_len => {
+            return Err(ProtocolError::TooBigMultibulkCount)
         }
-        return Ok(None);
+        Line::Missing => return Ok(None),
     };
+    // Redis wants the byte after the CR too (it does not check that it is LF).
     if cr + 2 > input.len() {
         return Ok(None);
     }
@@ -148,24 +234,26 @@ fn parse_multibulk(
     }
     for _ in 0..count {
         let rest = &input[pos..];
-        let Some(cr) = memchr(b'\r', rest) else {
-            if rest.len() > limits.max_inline_len {
-                return Err(ProtocolError::TooBigBulkCount);
+        let cr = match find_line(rest, b'\r', limits.max_inline_len) {
+            Line::At(cr) => cr,
+            Line::Missing if rest.len() > limits.max_inline_len => {
+                return Err(ProtocolError::TooBigBulkCount)
             }
-            return Ok(None);
+            Line::Missing => return Ok(None),
         };
         if cr + 2 > rest.len() {
             return Ok(None);
         }
+        // `cr` may be 0 (an empty line): then rest[0] is the CR itself.
         if rest[0] != b'$' {
-            return Err(ProtocolError::ExpectedDollar(rest[0] as char));
+            return Err(ProtocolError::ExpectedDollar(rest[0]));
         }
         let len = string2ll(&rest[1..cr])
             .filter(|&n| n >= 0 && n as u64 <= limits.max_bulk_len as u64)
             .ok_or(ProtocolError::InvalidBulkLength)? as usize;
         let start = pos + cr + 2;
         // Redis skips the two bytes after the data without checking them; so do we.
-        if input.len() - start < len + 2 {
+        if (input.len() - start) < len.saturating_add(2) {
             return Ok(None);
         }
         args.push(&input[start..start + len]);
@@ -179,26 +267,21 @@ fn parse_inline(
     limits: &Limits,
     args: &mut Args,
 ) -> Result<Option<usize>, ProtocolError> {
-    let Some(nl) = memchr(b'\n', input) else {
-        if input.len() > limits.max_inline_len {
-            return Err(ProtocolError::TooBigInline);
+    let nl = match find_line(input, b'\n', limits.max_inline_len) {
+        Line::At(nl) => nl,
+        Line::Missing if input.len() > limits.max_inline_len => {
+            return Err(ProtocolError::TooBigInline)
         }
-        return Ok(None);
+        Line::Missing => return Ok(None),
     };
-    let line = if nl > 0 && input[nl - 1] == b'\r' {
-        &input[..nl - 1]
-    } else {
-        &input[..nl]
+    let line = match input[..nl] {
+        [ref head @ .., b'\r'] => head,
+        ref all => all,
     };
-    if !split_args(line, |a| args.push(a)) {
-        args.clear();
+    if !split_into(line, args) {
         return Err(ProtocolError::UnbalancedQuotes);
     }
     Ok(Some(nl + 1))
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 /// Redis's strict `string2ll`: optional `-`, no `+`, no leading zeros, no spaces, fits i64.
@@ -323,6 +406,177 @@ mod tests {
             parse(b"*01\r\n").unwrap_err(),
             ProtocolError::InvalidMultibulkLength
         );
+    }
+
+    #[test]
+    fn expected_dollar_is_byte_exact() {
+        assert_eq!(
+            parse(b"*1\r\n\n\r\n").unwrap_err().redis_error_line(),
+            b"-ERR Protocol error: expected '$', got ' '\r\n"
+        );
+        assert_eq!(
+            parse(b"*1\r\n\r\n").unwrap_err().to_string(),
+            "Protocol error: expected '$', got ' '"
+        );
+        assert_eq!(
+            parse(b"*1\r\n\xffoo\r\n").unwrap_err().redis_error_line(),
+            b"-ERR Protocol error: expected '$', got '\xff'\r\n"
+        );
+        // The error only shows once the whole line is there, as in Redis.
+        assert_eq!(parse(b"*1\r\nxyz"), Ok(None));
+        let mut v = b"junk".to_vec();
+        ProtocolError::TooBigInline.write_redis_error_line(&mut v);
+        assert_eq!(v, b"junk-ERR Protocol error: too big inline request\r\n");
+    }
+
+    #[test]
+    fn every_error_text() {
+        let cases: [(ProtocolError, &str); 7] = [
+            (
+                ProtocolError::InvalidMultibulkLength,
+                "invalid multibulk length",
+            ),
+            (ProtocolError::InvalidBulkLength, "invalid bulk length"),
+            (ProtocolError::ExpectedDollar(b'x'), "expected '$', got 'x'"),
+            (ProtocolError::TooBigInline, "too big inline request"),
+            (
+                ProtocolError::TooBigMultibulkCount,
+                "too big mbulk count string",
+            ),
+            (ProtocolError::TooBigBulkCount, "too big bulk count string"),
+            (
+                ProtocolError::UnbalancedQuotes,
+                "unbalanced quotes in request",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), format!("Protocol error: {text}"));
+            assert_eq!(
+                e.redis_error_line(),
+                format!("-ERR Protocol error: {text}\r\n").into_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn count_lines_follow_string2ll() {
+        for bad in [
+            &b"*+1\r\n"[..],
+            b"*1 \r\n",
+            b"* 1\r\n",
+            b"*\r\n",
+            b"*-\r\n",
+            b"*-0\r\n",
+            b"*99999999999999999999\r\n",
+            b"*1048577\r\n",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(ProtocolError::InvalidMultibulkLength),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse(b"*1048576\r\n"), Ok(None));
+        assert_eq!(parse(b"*-5\r\n").unwrap().unwrap().0, 5);
+        for bad in [
+            &b"*1\r\n$\r\n"[..],
+            b"*1\r\n$01\r\n",
+            b"*1\r\n$-0\r\n",
+            b"*1\r\n$1x\r\n",
+        ] {
+            assert_eq!(parse(bad), Err(ProtocolError::InvalidBulkLength), "{bad:?}");
+        }
+        assert_eq!(
+            parse(b"*1\r\n$536870912\r\n"),
+            Ok(None),
+            "512 MiB exactly is allowed"
+        );
+        assert_eq!(
+            parse(b"*1\r\n$536870913\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        // CR must be followed by one more byte, which is not checked; nor is the data's CRLF.
+        assert_eq!(parse(b"*1\r"), Ok(None));
+        assert_eq!(
+            parse(b"*1\rX$1\rXaXY").unwrap().unwrap(),
+            (11, vec![b"a".to_vec()])
+        );
+    }
+
+    #[test]
+    fn too_big_lines() {
+        let l = Limits {
+            max_inline_len: 8,
+            ..Limits::default()
+        };
+        let mut a = Args::new();
+        let mut p = |b: &[u8]| parse_command(b, &l, &mut a).map(|r| r.map(|_| ()));
+        assert_eq!(p(b"PING 123"), Ok(None));
+        assert_eq!(p(b"PING 1234"), Err(ProtocolError::TooBigInline));
+        assert_eq!(p(b"PING 123\n"), Ok(Some(())));
+        assert_eq!(p(b"PING 1234\n"), Err(ProtocolError::TooBigInline));
+        assert_eq!(p(b"*1234567"), Ok(None));
+        assert_eq!(p(b"*12345678"), Err(ProtocolError::TooBigMultibulkCount));
+        assert_eq!(
+            p(b"*123456789\r\n"),
+            Err(ProtocolError::TooBigMultibulkCount)
+        );
+        assert_eq!(p(b"*1\r\n$1234567"), Ok(None));
+        assert_eq!(p(b"*1\r\n$12345678"), Err(ProtocolError::TooBigBulkCount));
+        assert_eq!(
+            p(b"*1\r\n$12345678\r\n"),
+            Err(ProtocolError::TooBigBulkCount)
+        );
+        // The data of a bulk is not a line: no inline limit applies to it.
+        assert_eq!(p(b"*1\r\n$20\r\n01234567890123456789\r\n"), Ok(Some(())));
+    }
+
+    #[test]
+    fn nul_stalls_line_search_like_strchr() {
+        assert_eq!(parse(b"PING\0\r\n"), Ok(None));
+        assert_eq!(parse(b"*1\0\r\n$4\r\nPING\r\n"), Ok(None));
+        let mut long = b"PING\0\n".to_vec();
+        long.resize(70_000, b'a');
+        assert_eq!(parse(&long), Err(ProtocolError::TooBigInline));
+        let mut long = b"*1\r\n$\0".to_vec();
+        long.resize(70_000, b'1');
+        assert_eq!(parse(&long), Err(ProtocolError::TooBigBulkCount));
+    }
+
+    #[test]
+    fn inline_quoting() {
+        let args = |b: &[u8]| parse(b).unwrap().unwrap().1;
+        assert_eq!(
+            args(b"SET \"a\\x41\\n\\\"\" 'it\\'s' \r\n"),
+            vec![b"SET".to_vec(), b"aA\n\"".to_vec(), b"it's".to_vec()]
+        );
+        assert_eq!(args(b"a\"b c\" d\n"), vec![b"ab c".to_vec(), b"d".to_vec()]);
+        assert_eq!(args(b"\x0ba\x0bb\n"), vec![b"a\x0bb".to_vec()]);
+        assert_eq!(args(b" \t \r\n"), Vec::<Vec<u8>>::new());
+        assert_eq!(args(b"\"\" ''\n"), vec![Vec::new(), Vec::new()]);
+        assert_eq!(args(b"\"\\xZZ\"\n"), vec![b"xZZ".to_vec()]);
+        for bad in [
+            &b"\"a\"b\n"[..],
+            b"'a'b\n",
+            b"'a\n",
+            b"\"a\\\"\n",
+            b"x \"\n",
+        ] {
+            assert_eq!(parse(bad), Err(ProtocolError::UnbalancedQuotes), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn args_are_reused_and_cleared_on_error() {
+        let mut a = Args::new();
+        let l = Limits::default();
+        parse_command(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n", &l, &mut a).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.get(2), None);
+        assert!(parse_command(b"*2\r\n$1\r\na\r\nx\r\n", &l, &mut a).is_err());
+        assert!(a.is_empty());
+        assert_eq!(parse_command(b"*2\r\n$1\r\na\r\n", &l, &mut a), Ok(None));
+        assert!(a.is_empty());
     }
 
     #[test]

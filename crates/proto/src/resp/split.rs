@@ -1,40 +1,61 @@
 //! Splitting an inline command line into arguments the way Redis's `sdssplitargs` does:
-//! whitespace separates, "double quotes" understand `\xHH \n \r \t \b \a` and `\<char>`,
-//! 'single quotes' understand `\'`, and a closing quote must be followed by whitespace or the
-//! end of the line.
+//! `isspace` blanks separate arguments, "double quotes" understand `\xHH \n \r \t \b \a` and
+//! `\<char>`, 'single quotes' understand `\'`, a closing quote must be followed by a blank or
+//! the end of the line, and quotes may start in the middle of an argument (`a"b c"` is
+//! `ab c`). Like the C original, the line ends at a NUL byte.
 
-/// Splits `line` into `out` (each argument's bytes, unescaped). Returns false for unbalanced
-/// quotes, as Redis rejects them.
+use super::parse::Args;
+
+/// Splits `line` into arguments, calling `out` with each one's unescaped bytes. Returns
+/// false for unbalanced quotes (Redis's "unbalanced quotes in request").
+///
+/// A convenience for tools and tests: it allocates a scratch [`Args`]. The parser itself
+/// splits straight into the caller's reusable `Args`.
 pub fn split_args(line: &[u8], mut out: impl FnMut(&[u8])) -> bool {
+    let mut args = Args::new();
+    if !split_into(line, &mut args) {
+        return false;
+    }
+    args.iter().for_each(&mut out);
+    true
+}
+
+/// Splits `line` into `args` (appending). On false (unbalanced quotes) `args` holds junk and
+/// must be cleared by the caller.
+pub(crate) fn split_into(line: &[u8], args: &mut Args) -> bool {
+    // C strings end at NUL; the parser never passes one, but `split_args` might.
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(n) => &line[..n],
+        None => line,
+    };
+    let at = |i: usize| line.get(i).copied();
     let mut i = 0;
-    let mut cur: Vec<u8> = Vec::new();
     loop {
-        while i < line.len() && is_space(line[i]) {
+        while at(i).is_some_and(is_space) {
             i += 1;
         }
         if i >= line.len() {
             return true;
         }
-        cur.clear();
+        let start = args.begin();
         let mut in_dq = false;
         let mut in_sq = false;
         loop {
-            let c = line.get(i).copied();
+            let c = at(i);
             if in_dq {
                 match c {
                     None => return false,
                     Some(b'\\')
-                        if i + 3 < line.len()
-                            && line[i + 1] == b'x'
-                            && is_hex(line[i + 2])
-                            && is_hex(line[i + 3]) =>
+                        if at(i + 1) == Some(b'x')
+                            && at(i + 2).is_some_and(|h| h.is_ascii_hexdigit())
+                            && at(i + 3).is_some_and(|h| h.is_ascii_hexdigit()) =>
                     {
-                        cur.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
+                        args.push_byte(hex(line[i + 2]) * 16 + hex(line[i + 3]));
                         i += 3;
                     }
                     Some(b'\\') if i + 1 < line.len() => {
                         i += 1;
-                        cur.push(match line[i] {
+                        args.push_byte(match line[i] {
                             b'n' => b'\n',
                             b'r' => b'\r',
                             b't' => b'\t',
@@ -44,55 +65,49 @@ pub fn split_args(line: &[u8], mut out: impl FnMut(&[u8])) -> bool {
                         });
                     }
                     Some(b'"') => {
-                        if line.get(i + 1).is_some_and(|&n| !is_space(n)) {
+                        if at(i + 1).is_some_and(|n| !is_space(n)) {
                             return false;
                         }
-                        in_dq = false;
                         i += 1;
                         break;
                     }
-                    Some(ch) => cur.push(ch),
+                    Some(ch) => args.push_byte(ch),
                 }
             } else if in_sq {
                 match c {
                     None => return false,
-                    Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
+                    Some(b'\\') if at(i + 1) == Some(b'\'') => {
                         i += 1;
-                        cur.push(b'\'');
+                        args.push_byte(b'\'');
                     }
                     Some(b'\'') => {
-                        if line.get(i + 1).is_some_and(|&n| !is_space(n)) {
+                        if at(i + 1).is_some_and(|n| !is_space(n)) {
                             return false;
                         }
-                        in_sq = false;
                         i += 1;
                         break;
                     }
-                    Some(ch) => cur.push(ch),
+                    Some(ch) => args.push_byte(ch),
                 }
             } else {
                 match c {
-                    None => break,
-                    Some(ch) if is_space(ch) => break,
+                    // Only these end an unquoted argument in sdssplitargs (not \v or \f,
+                    // although leading blanks are skipped with isspace).
+                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => break,
                     Some(b'"') => in_dq = true,
                     Some(b'\'') => in_sq = true,
-                    Some(ch) => cur.push(ch),
+                    Some(ch) => args.push_byte(ch),
                 }
             }
             i += 1;
         }
-        debug_assert!(!in_dq && !in_sq);
-        out(&cur);
+        args.finish(start);
     }
 }
 
 /// C `isspace` in the "C" locale.
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
-}
-
-fn is_hex(c: u8) -> bool {
-    c.is_ascii_hexdigit()
 }
 
 fn hex(c: u8) -> u8 {
@@ -130,6 +145,28 @@ mod tests {
         assert_eq!(split(r#""\x41\n""#).unwrap(), vec![b"A\n".to_vec()]);
         assert_eq!(split(r"'it\'s'").unwrap(), vec![b"it's".to_vec()]);
         assert_eq!(split(r#""""#).unwrap(), vec![Vec::new()]);
+    }
+
+    #[test]
+    fn sdssplitargs_corners() {
+        // \v and \f are skipped as leading blanks but do not end an unquoted argument.
+        assert_eq!(
+            split("\x0ba\x0cb c").unwrap(),
+            vec![b"a\x0cb".to_vec(), b"c".to_vec()]
+        );
+        // Quotes may open mid-argument; the closing quote ends the argument.
+        assert_eq!(
+            split(r#"a"b c" d"#).unwrap(),
+            vec![b"ab c".to_vec(), b"d".to_vec()]
+        );
+        // A NUL ends the line, as in C.
+        assert_eq!(
+            split("a b\0c d").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(split(r#""\q\"""#).unwrap(), vec![b"q\"".to_vec()]);
+        assert_eq!(split(r#""\x4""#).unwrap(), vec![b"x4".to_vec()]);
+        assert_eq!(split(r"'a\b'").unwrap(), vec![b"a\\b".to_vec()]);
     }
 
     #[test]
