@@ -1,0 +1,68 @@
+//! Local fan-out without sockets: one pre-encoded frame handed to N connections' outbound
+//! queues, then each queue gathered into an iovec batch and marked sent, as the shard's send
+//! path does. This is the per-subscriber cost corecast pays on top of the kernel's.
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use corecast_broker::outbound::Outbound;
+use corecast_proto::resp::encode;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn frame(payload_len: usize) -> Bytes {
+    let mut out = Vec::new();
+    encode::push_message(&mut out, b"bench.0", &vec![b'x'; payload_len]);
+    Bytes::from(out)
+}
+
+/// Queue one frame on every subscriber (a `Bytes` clone each, no copy).
+fn enqueue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout/enqueue");
+    for n in [10usize, 100, 1000] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let mut queues: Vec<Outbound> = (0..n).map(|_| Outbound::default()).collect();
+            let f = frame(64);
+            b.iter(|| {
+                for q in queues.iter_mut() {
+                    q.push_frame(f.clone(), 1);
+                }
+                for q in queues.iter_mut() {
+                    q.clear();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Queue 16 frames per subscriber, then gather each queue into one iovec batch and advance
+/// it past what a send would have written: the whole user-space side of a coalesced send.
+fn enqueue_gather_advance(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout/enqueue_gather_advance_16_frames");
+    const FRAMES: usize = 16;
+    for n in [10usize, 100, 1000] {
+        g.throughput(Throughput::Elements((n * FRAMES) as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let mut queues: Vec<Outbound> = (0..n).map(|_| Outbound::default()).collect();
+            let frames: Vec<Bytes> = (0..FRAMES).map(|_| frame(64)).collect();
+            let mut iov: Vec<libc::iovec> = Vec::with_capacity(1024);
+            b.iter(|| {
+                for f in &frames {
+                    for q in queues.iter_mut() {
+                        q.push_frame(f.clone(), 1);
+                    }
+                }
+                for q in queues.iter_mut() {
+                    let batch = q.gather(&mut iov, 1024, 1 << 20);
+                    black_box(&iov);
+                    q.advance(batch.bytes);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, enqueue, enqueue_gather_advance);
+criterion_main!(benches);
