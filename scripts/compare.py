@@ -6,10 +6,14 @@ Brokers run pinned to one CPU (--broker-cpu, default 0), the load generator to a
 with ratios goes to stdout (and --out). Requires: redis-server (Debian), taskset, and
 release builds: cargo build --release -p corecast-server -p corecast-bench.
 
-Usage: scripts/compare.py [--duration 3] [--out docs/bench-latest.md] [--skip-memory]
+Usage: scripts/compare.py [--duration 3] [--out FILE.md] [--svg FILE.svg] [--skip-memory]
+
+--svg draws the latency scenario's percentile curves (corecast vs redis-server vs raw) from
+the histograms the load generator reports.
 """
 import argparse
 import json
+import math
 import os
 import socket
 import subprocess
@@ -84,12 +88,51 @@ def fmt_rate(v):
     return f"{v / 1e6:.2f} M/s" if v >= 1e5 else f"{v / 1e3:.1f} K/s"
 
 
+COLORS = {"redis-server": "#d62728", "corecast": "#1f77b4", "raw": "#7f7f7f"}
+
+
+def svg_curves(title, series):
+    """Percentile curves, HdrHistogram style: x is log10(1 / (1 - p)), y is latency (log)."""
+    W, H, L, R, T, B = 720, 420, 70, 150, 40, 50
+    def xpos(p):
+        v = 5.7 if p >= 100 else min(math.log10(1 / (1 - p / 100)), 5.0)
+        return L + (W - L - R) * v / 5.7
+    vals = [max(v, 1) for pts in series.values() for _, v in pts]
+    lo, hi = math.log10(min(vals)), math.log10(max(vals))
+    lo, hi = math.floor(lo), math.ceil(hi) if hi > math.floor(lo) else math.floor(lo) + 1
+    def ypos(us):
+        return T + (H - T - B) * (1 - (math.log10(max(us, 1)) - lo) / (hi - lo))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>']
+    for d in range(int(lo), int(hi) + 1):
+        y = ypos(10 ** d)
+        label = f"{10 ** d} µs" if d < 3 else f"{10 ** (d - 3)} ms" if d < 6 else f"{10 ** (d - 6)} s"
+        out.append(f'<line x1="{L}" x2="{W - R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    for p, label in [(0, "0%"), (90, "90%"), (99, "99%"), (99.9, "99.9%"), (99.99, "99.99%"), (99.999, "99.999%"), (100, "max")]:
+        x = xpos(p)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{T}" y2="{H - B}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{H - B + 16}" text-anchor="middle">{label}</text>')
+    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 12}" text-anchor="middle">percentile (end-to-end latency from the scheduled send time)</text>')
+    for i, (name, pts) in enumerate(series.items()):
+        color = COLORS.get(name, "#2ca02c")
+        path = " ".join(f"{'M' if j == 0 else 'L'}{xpos(p):.1f},{ypos(v):.1f}" for j, (p, v) in enumerate(pts))
+        out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<rect x="{W - R + 15}" y="{T + 10 + i * 20}" width="14" height="3" fill="{color}"/>')
+        out.append(f'<text x="{W - R + 35}" y="{T + 15 + i * 20}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--broker-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
     ap.add_argument("--out")
+    ap.add_argument("--svg")
+    ap.add_argument("--only", help="run only scenarios whose name contains this")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--idle-conns", type=int, default=15000)
     a = ap.parse_args()
@@ -99,6 +142,8 @@ def main():
     raw_json = {}
     try:
         for name, args in SCENARIOS:
+            if a.only and a.only not in name:
+                continue
             res = {}
             for target, (proc, port) in brokers.items():
                 res[target] = bench(args, a.load_cpu, a.duration, ["--target", f"127.0.0.1:{port}"])
@@ -108,14 +153,23 @@ def main():
             print(f"done: {name}", file=sys.stderr)
         memory = {}
         if not a.skip_memory:
+            # Fresh processes: what the throughput runs left in the allocators is not per-connection.
+            for proc, _ in brokers.values():
+                proc.terminate()
+                proc.wait(timeout=10)
+            brokers = start_brokers(a.broker_cpu)
+            time.sleep(0.5)
             for target, (proc, port) in brokers.items():
                 before = rss_kb(proc.pid)
                 holder = subprocess.Popen(
                     ["taskset", "-c", str(a.load_cpu), os.path.join(BIN, "corecast-bench"),
                      "--target", f"127.0.0.1:{port}", "--idle-conns", str(a.idle_conns), "--hold-s", "4"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                time.sleep(3)
-                # Wait until the holder reports all connections subscribed.
+                # The holder says "holding" once every connection's SUBSCRIBE is confirmed.
+                for line in holder.stderr:
+                    if line.startswith("holding"):
+                        break
+                time.sleep(0.5)
                 after = rss_kb(proc.pid)
                 holder.wait(timeout=120)
                 memory[target] = (after - before) * 1024 / a.idle_conns
@@ -141,6 +195,12 @@ def main():
                      f"{d['corecast'] / d['redis-server']:.2f} | {d['corecast'] / d['raw']:.2f} |" + ("" if lost == 0 else f" (lost {lost})"))
     if memory:
         lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | {memory['redis-server']:.0f} B | {memory['corecast']:.0f} B | – | {memory['corecast'] / max(memory['redis-server'], 1):.2f} | – |")
+    if a.svg:
+        for name, res in rows:
+            if "latency" in name and not any("error" in r for r in res.values()):
+                curves = {t: res[t]["latency_curve_us"] for t in ["redis-server", "corecast", "raw"]}
+                with open(a.svg, "w") as f:
+                    f.write(svg_curves(name, curves))
     table = "\n".join(lines)
     print(table)
     if a.out:

@@ -257,12 +257,22 @@ fn main() -> anyhow::Result<()> {
             "duplicated": duplicated,
             "reordered": reordered,
             "latency_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": latency.max(), "count": latency.len()},
+            "latency_curve_us": CURVE_PERCENTILES
+                .iter()
+                .map(|&p| json!([p, if p >= 100.0 { latency.max() } else { q(p / 100.0) }]))
+                .collect::<Vec<_>>(),
         });
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")?;
     }
     Ok(())
 }
+
+/// Percentiles of the latency curve in the JSON line (for percentile plots: the tail is
+/// where brokers differ, so it is sampled densely).
+const CURVE_PERCENTILES: [f64; 14] = [
+    0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+];
 
 /// Holds `n` idle subscribed connections (memory per connection).
 fn idle(args: &Args, n: usize) -> anyhow::Result<()> {

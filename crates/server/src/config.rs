@@ -48,7 +48,7 @@ pub struct Cli {
     /// Messages each shard-to-shard ring holds [default: 4096].
     #[arg(long)]
     pub ring_capacity: Option<usize>,
-    /// Bytes in one SENDMSG batch [default: 1048576].
+    /// Bytes in one SENDMSG batch [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_send_batch_bytes: Option<usize>,
     /// PUBLISH commands of one connection awaiting a remote shard before its input pauses [default: 1024].
