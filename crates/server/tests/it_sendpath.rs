@@ -150,24 +150,46 @@ fn paused_publisher_keeps_its_connection() {
         burst.extend_from_slice(b"\r\n");
     }
     let n = subs.len();
+    let frame_len = "*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n$1000\r\n".len() + 1002;
     let readers: Vec<_> = subs
         .into_iter()
-        .map(|mut s| std::thread::spawn(move || s.read_replies(COUNT).len()))
+        .map(|s| std::thread::spawn(move || read_bytes(s.stream, COUNT * frame_len)))
         .collect();
-    let mut publ = RespConn::connect(server.resp);
+    let publ = RespConn::connect(server.resp);
     let writer = {
         let mut w = publ.stream.try_clone().unwrap();
         std::thread::spawn(move || std::io::Write::write_all(&mut w, &burst).unwrap())
     };
-    assert_eq!(
-        publ.read_replies(COUNT),
-        format!(":{n}\r\n").repeat(COUNT).into_bytes()
-    );
+    let replies = format!(":{n}\r\n").repeat(COUNT).into_bytes();
+    assert_eq!(read_bytes(publ.stream, replies.len()), replies);
     writer.join().unwrap();
-    let frame_len = "*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n$1000\r\n".len() + 1002;
     for r in readers {
-        assert_eq!(r.join().unwrap(), COUNT * frame_len);
+        assert_eq!(r.join().unwrap().len(), COUNT * frame_len);
     }
     let s = server.stats();
     assert_eq!(s["total"]["input_overflows"], 0, "{s}");
+}
+
+/// Reads exactly `len` bytes (bounded: 60 s, far above the second or two this takes even in a
+/// debug build beside other tests).
+fn read_bytes(mut s: std::net::TcpStream, len: usize) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut out = Vec::with_capacity(len);
+    let mut tmp = vec![0u8; 1 << 16];
+    while out.len() < len {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: {} of {len} bytes",
+            out.len()
+        );
+        match std::io::Read::read(&mut s, &mut tmp) {
+            Ok(0) => panic!("closed after {} of {len} bytes", out.len()),
+            Ok(k) => out.extend_from_slice(&tmp[..k]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    out
 }

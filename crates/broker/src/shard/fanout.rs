@@ -77,7 +77,15 @@ impl Shard {
         }
         if !left {
             self.overflowing = false;
-            self.shared.congested.fetch_sub(1, Ordering::Relaxed);
+            self.shared.congested.fetch_sub(1, Ordering::SeqCst);
+            // Every shard paused its clients' input while the mesh was congested; a sleeping
+            // one would otherwise resume them only at its next timer tick (up to
+            // stats_interval_ms later, per pause: a pipelined publisher crawled).
+            for to in 0..self.shards {
+                if to != self.id {
+                    self.wake[to] = true;
+                }
+            }
         }
     }
 

@@ -259,6 +259,7 @@ impl Shard {
     }
 
     pub(super) fn resume_stalled(&mut self) {
+        self.congestion_paused = false;
         if self.stalled.is_empty() {
             return;
         }
@@ -277,6 +278,7 @@ impl Shard {
             }
             if self.must_pause(&self.conns[key]) {
                 self.stalled.push(key as u32);
+                self.congestion_paused |= self.shared.congested.load(Ordering::Relaxed) > 0;
                 continue;
             }
             self.conns[key].stalled = false;

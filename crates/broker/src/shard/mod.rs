@@ -134,6 +134,8 @@ pub struct Shard {
     mesh: MeshEndpoint<ShardMsg>,
     overflow: Vec<VecDeque<ShardMsg>>,
     overflowing: bool,
+    /// Some connection stayed paused this turn while the mesh was congested (see `run`).
+    congestion_paused: bool,
     local_inbox: VecDeque<ShardMsg>,
     wake: Vec<bool>,
     listeners: Vec<Listener>,
@@ -192,6 +194,7 @@ impl Shard {
             shards,
             overflow: (0..shards).map(|_| VecDeque::new()).collect(),
             overflowing: false,
+            congestion_paused: false,
             local_inbox: VecDeque::new(),
             wake: vec![false; shards],
             listeners,
@@ -248,9 +251,17 @@ impl Shard {
                 || !self.to_close.is_empty()
                 || self.overflowing;
             let result = if !busy && self.mesh.prepare_sleep() {
-                let r = self.enter(1);
-                self.mesh.awake();
-                r
+                // A peer that ends congestion wakes only shards already asleep; one that was
+                // about to sleep sees the cleared count here instead (the sleep flag is
+                // stored before, and the count cleared before the peer reads the flag).
+                if self.congestion_paused && self.shared.congested.load(Ordering::SeqCst) == 0 {
+                    self.mesh.awake();
+                    self.enter(0)
+                } else {
+                    let r = self.enter(1);
+                    self.mesh.awake();
+                    r
+                }
             } else {
                 self.enter(0)
             };
