@@ -122,6 +122,11 @@ fn main() -> anyhow::Result<()> {
     }
     let mut sub_threads = Vec::new();
     for (t, chans) in per_thread.into_iter().enumerate() {
+        // Nothing received yet: the window starts closed-loop from zero (u64::MAX would mean
+        // "no subscriber here" and let publishers run ahead until the first delivery).
+        for &c in &chans {
+            shared.acked[t][c].store(0, Ordering::Release);
+        }
         let st = subscribers::SubscriberThread::connect(
             target,
             &chans,

@@ -53,3 +53,34 @@ impl Shared {
         window.saturating_sub(published.saturating_sub(acked))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_closes_until_subscribers_catch_up() {
+        let s = Shared::new(1, 2);
+        // Both threads have subscribers of channel 0 and have received nothing yet.
+        s.acked[0][0].store(0, Ordering::Release);
+        s.acked[1][0].store(0, Ordering::Release);
+        assert_eq!(s.allowance(0, 4), 4);
+        s.published[0].store(4, Ordering::Release);
+        assert_eq!(s.allowance(0, 4), 0);
+        // The slowest thread sets the pace.
+        s.acked[0][0].store(4, Ordering::Release);
+        s.acked[1][0].store(1, Ordering::Release);
+        assert_eq!(s.allowance(0, 4), 1);
+        s.acked[1][0].store(3, Ordering::Release);
+        assert_eq!(s.allowance(0, 4), 3);
+    }
+
+    #[test]
+    fn a_thread_without_subscribers_of_the_channel_does_not_hold_it_back() {
+        let s = Shared::new(1, 2);
+        s.acked[0][0].store(2, Ordering::Release);
+        s.published[0].store(3, Ordering::Release);
+        // Thread 1 stays at u64::MAX: it has no subscriber of channel 0.
+        assert_eq!(s.allowance(0, 4), 3);
+    }
+}

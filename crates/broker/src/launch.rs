@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use corecast_runtime::listener::bind_reuseport;
+use corecast_runtime::listener::{bind_reuseport, ensure_unused};
 use corecast_runtime::Mesh;
 
 use crate::config::BrokerConfig;
@@ -48,7 +48,7 @@ impl Running {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -77,6 +77,9 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
     let bind = |addr: SocketAddr| {
         bind_reuseport(addr, BACKLOG).map_err(|source| LaunchError::Bind { addr, source })
     };
+    for addr in [cfg.resp_listen, cfg.http_listen] {
+        ensure_unused(addr).map_err(|source| LaunchError::Bind { addr, source })?;
+    }
     let mut per_shard: Vec<Vec<Listener>> = Vec::with_capacity(shards);
     let (first_resp, resp_addr) = bind(cfg.resp_listen)?;
     let (first_http, http_addr) = bind(cfg.http_listen)?;

@@ -22,6 +22,31 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> std::io::Result<(RawFd,
     Ok((sock.into_raw_fd(), local))
 }
 
+/// Fails with `AddrInUse` when something already listens on `addr`. SO_REUSEPORT lets any
+/// process of the same user join a port's listening group, so without this check a second
+/// corecast started by mistake would silently take half of the first one's new connections
+/// (publishers on one broker, subscribers on the other). The probe binds without
+/// SO_REUSEPORT, which a live listener refuses; port 0 needs no probe.
+pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR alone still lets the probe bind over TIME_WAIT leftovers of a stopped
+    // broker, but not over a listener.
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "address already in use (another process listens on it)",
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// Sets TCP_NODELAY on an accepted socket: frames are already coalesced by the send path, so
 /// Nagle would only add latency.
 pub fn set_nodelay(fd: RawFd) {
@@ -35,5 +60,21 @@ pub fn set_nodelay(fd: RawFd) {
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_broker_cannot_join_a_live_listener() {
+        let (fd, addr) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let err = ensure_unused(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        // SAFETY: `fd` came from `bind_reuseport` and is closed once.
+        unsafe { libc::close(fd) };
+        ensure_unused(addr).unwrap();
+        ensure_unused("127.0.0.1:0".parse().unwrap()).unwrap();
     }
 }

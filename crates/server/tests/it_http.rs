@@ -159,6 +159,30 @@ fn config_file_and_invalid_values() {
 }
 
 #[test]
+fn a_second_instance_on_a_live_port_refuses_to_start() {
+    // SO_REUSEPORT would otherwise let it share the port and split the clients.
+    let server = Server::start(1, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args([
+            "--shards",
+            "1",
+            "--resp-listen",
+            &server.resp.to_string(),
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run corecast");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {}", server.resp)) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it must not report ready");
+}
+
+#[test]
 fn sigterm_flushes_and_exits_zero() {
     let mut server = Server::start(2, &[]);
     let mut sub = RespConn::connect(server.resp);
