@@ -29,6 +29,10 @@ pub struct Outbound {
     /// Bytes queued and not yet sent (frames + open replies - head_offset).
     queued_bytes: usize,
     held: usize,
+    /// Items ever removed from the front: item `i` of `items` is number `popped + i` of this
+    /// queue, so a held slot is found by its ticket without a scan (a publisher may hold a
+    /// thousand slots, and scanning for each answer was a fifth of a shard's time).
+    popped: u64,
 }
 
 /// What the send path may put in one submission.
@@ -88,29 +92,37 @@ impl Outbound {
         self.items.push_back(Item::Frame { bytes, ts_ns });
     }
 
-    /// Appends a slot that [`Outbound::fill`] completes later.
-    pub fn push_held(&mut self, slot: u32) {
+    /// Appends a slot that [`Outbound::fill`] completes later; returns its ticket.
+    pub fn push_held(&mut self, slot: u32) -> u64 {
         self.seal();
         self.held += 1;
+        let ticket = self.popped + self.items.len() as u64;
         self.items.push_back(Item::Held(slot));
+        ticket
     }
 
-    /// Completes held slot `slot` with `bytes`. Returns false if the slot is not queued.
-    pub fn fill(&mut self, slot: u32, bytes: Bytes) -> bool {
-        for item in self.items.iter_mut() {
-            if matches!(item, Item::Held(s) if *s == slot) {
-                self.queued_bytes += bytes.len();
-                *item = Item::Frame { bytes, ts_ns: 0 };
-                self.held -= 1;
-                return true;
-            }
+    /// Completes held slot `slot` (queued under `ticket`) with `bytes`. Returns false if the
+    /// slot is not queued (the queue was cleared).
+    pub fn fill(&mut self, ticket: u64, slot: u32, bytes: Bytes) -> bool {
+        let Some(at) = ticket.checked_sub(self.popped) else {
+            return false;
+        };
+        let Some(item) = self.items.get_mut(at as usize) else {
+            return false;
+        };
+        if !matches!(item, Item::Held(s) if *s == slot) {
+            return false;
         }
-        false
+        self.queued_bytes += bytes.len();
+        *item = Item::Frame { bytes, ts_ns: 0 };
+        self.held -= 1;
+        true
     }
 
     /// Drops everything queued (the connection is closing). Frames in flight are the caller's
     /// to keep alive: call this only when no send is in flight.
     pub fn clear(&mut self) {
+        self.popped += self.items.len() as u64;
         self.items.clear();
         self.replies.clear();
         self.head_offset = 0;
@@ -191,6 +203,7 @@ impl Outbound {
                 n -= left;
                 self.head_offset = 0;
                 self.items.pop_front();
+                self.popped += 1;
             } else {
                 self.head_offset += n;
                 n = 0;
@@ -199,6 +212,7 @@ impl Outbound {
         // Zero-length frames (filled with nothing) are skipped eagerly.
         while matches!(self.items.front(), Some(Item::Frame { bytes, .. }) if bytes.is_empty()) {
             self.items.pop_front();
+            self.popped += 1;
         }
         if self.items.is_empty() && self.replies.is_empty() {
             self.release_idle_memory();
@@ -266,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn tickets_find_held_slots_filled_in_any_order_and_die_with_a_clear() {
+        let mut o = Outbound::default();
+        let mut tickets = Vec::new();
+        for slot in 0..100u32 {
+            o.reply(b"r");
+            tickets.push((o.push_held(slot), slot));
+        }
+        // Send the first reply, so the queue has popped items before the fills.
+        assert_eq!(collect(&mut o), b"r");
+        o.advance(1);
+        for &(t, slot) in tickets.iter().rev() {
+            assert!(o.fill(t, slot, Bytes::from(format!("{slot},"))));
+        }
+        let expected: String = (0..100)
+            .map(|s| format!("{s},"))
+            .collect::<Vec<_>>()
+            .join("r");
+        assert_eq!(collect(&mut o), expected.as_bytes());
+        let t = o.push_held(500);
+        o.clear();
+        assert!(!o.fill(t, 500, Bytes::from_static(b"late")));
+        assert!(!o.fill(0, 0, Bytes::from_static(b"stale")));
+    }
+
+    #[test]
     fn replies_and_frames_keep_their_order() {
         let mut o = Outbound::default();
         o.reply(b"a");
@@ -280,12 +319,13 @@ mod tests {
     fn held_slots_block_what_follows_until_filled() {
         let mut o = Outbound::default();
         o.reply(b"1");
-        o.push_held(7);
+        let t = o.push_held(7);
         o.reply(b"3");
         assert_eq!(collect(&mut o), b"1");
         o.advance(1);
         assert!(!o.sendable());
-        assert!(o.fill(7, Bytes::from_static(b"2")));
+        assert!(!o.fill(t, 8, Bytes::from_static(b"2")), "wrong slot");
+        assert!(o.fill(t, 7, Bytes::from_static(b"2")));
         assert_eq!(collect(&mut o), b"23");
     }
 

@@ -260,12 +260,15 @@ impl Shard {
     /// connection. With `remaining == 0` it completes at once.
     pub(super) fn hold(&mut self, key: usize, remaining: u16, kind: PendingKind) -> u32 {
         let conn = self.conns[key].at(key);
-        let slot = self.pending.insert(Pending {
+        let entry = self.pending.vacant_entry();
+        let slot = entry.key() as u32;
+        let ticket = self.conns[key].out.push_held(slot);
+        entry.insert(Pending {
             conn,
+            ticket,
             remaining,
             kind,
-        }) as u32;
-        self.conns[key].out.push_held(slot);
+        });
         if remaining == 0 {
             self.finish_pending(slot);
         }
@@ -297,10 +300,7 @@ impl Shard {
         let mut v = Vec::new();
         let bytes = match p.kind {
             PendingKind::Ready(b) => b,
-            PendingKind::Count(n) => {
-                encode::integer(&mut v, n);
-                Bytes::from(v)
-            }
+            PendingKind::Count(n) => integer_reply(n),
             PendingKind::NumSub(names, counts) => {
                 encode::array_header(&mut v, names.len() * 2);
                 for (name, n) in names.iter().zip(counts) {
@@ -320,7 +320,7 @@ impl Shard {
         };
         let key = p.conn.key as usize;
         if let Some(conn) = self.conn_mut(p.conn) {
-            if conn.life != Life::Closing && conn.out.fill(slot, bytes) {
+            if conn.life != Life::Closing && conn.out.fill(p.ticket, slot, bytes) {
                 self.mark_dirty(key);
             }
         }
@@ -464,5 +464,52 @@ impl Shard {
         }
         let conn = &mut self.conns[key];
         conn.resp.name = state.name;
+    }
+}
+
+/// Most subscriber counts kept pre-encoded.
+const CACHED_COUNTS: i64 = 1024;
+
+/// `:n\r\n`, for the counts PUBLISH answers with: small ones come from a table built once
+/// (static bytes, so neither an allocation nor a reference count per answer).
+fn integer_reply(n: i64) -> Bytes {
+    static TABLE: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
+    if !(0..CACHED_COUNTS).contains(&n) {
+        let mut v = Vec::new();
+        encode::integer(&mut v, n);
+        return Bytes::from(v);
+    }
+    let table = TABLE.get_or_init(|| {
+        let mut all = Vec::new();
+        let mut ends = Vec::with_capacity(CACHED_COUNTS as usize);
+        for i in 0..CACHED_COUNTS {
+            encode::integer(&mut all, i);
+            ends.push(all.len());
+        }
+        // Leaked once per process (about 6 KiB) so the slices are 'static.
+        let all: &'static [u8] = Box::leak(all.into_boxed_slice());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let b = Bytes::from_static(&all[start..end]);
+                start = end;
+                b
+            })
+            .collect()
+    });
+    table[n as usize].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_replies_match_the_encoder() {
+        for n in [0, 1, 9, 10, 999, 1023, 1024, 5000, -1, i64::MAX] {
+            let mut v = Vec::new();
+            encode::integer(&mut v, n);
+            assert_eq!(integer_reply(n), v, "{n}");
+        }
     }
 }

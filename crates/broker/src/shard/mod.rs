@@ -102,6 +102,8 @@ mod token {
 /// A reply that waits for other shards.
 struct Pending {
     conn: ConnRef,
+    /// Where the slot sits in the connection's outbound queue.
+    ticket: u64,
     remaining: u16,
     kind: PendingKind,
 }
