@@ -75,13 +75,52 @@ def start_brokers(cpu):
     return {"redis-server": (redis, rp), "corecast": (corecast, cp)}
 
 
-def bench(args, load_cpu, duration, extra):
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid, thread_name=None):
+    """utime + stime of a process, or of its threads called `thread_name`."""
+    paths = [f"/proc/{pid}/stat"]
+    if thread_name:
+        paths = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    if f.read().strip() == thread_name:
+                        paths.append(f"/proc/{pid}/task/{tid}/stat")
+            except OSError:
+                pass
+    total = 0
+    for p in paths:
+        with open(p) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        total += int(parts[11]) + int(parts[12])
+    return total
+
+
+def bench(args, load_cpu, duration, extra, broker_pid=None):
+    """Runs one load; also samples the broker's CPU use over the middle of the measured
+    window (the raw sender's thread when broker_pid is None), so rates can be put per
+    broker CPU-second: when the load generator is the bottleneck, that is the figure that
+    still says how much work each broker spends per message."""
     cmd = ["taskset", "-c", str(load_cpu), os.path.join(BIN, "corecast-bench"), "--json",
            "--duration-s", str(duration), "--warmup-s", "1"] + args + extra
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    busy = None
+    try:
+        time.sleep(1.3)
+        pid, thread = (broker_pid, None) if broker_pid else (proc.pid, "raw-sender")
+        t0, c0 = time.time(), cpu_ticks(pid, thread)
+        time.sleep(max(duration - 0.6, 0.5))
+        busy = (cpu_ticks(pid, thread) - c0) / TICKS / (time.time() - t0)
+    except (OSError, ValueError):
+        pass
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+        return {"error": err.strip().splitlines()[-1] if err.strip() else "failed"}
+    res = json.loads(out.strip().splitlines()[-1])
+    res["broker_busy"] = busy
+    return res
 
 
 def fmt_rate(v):
@@ -146,7 +185,7 @@ def main():
                 continue
             res = {}
             for target, (proc, port) in brokers.items():
-                res[target] = bench(args, a.load_cpu, a.duration, ["--target", f"127.0.0.1:{port}"])
+                res[target] = bench(args, a.load_cpu, a.duration, ["--target", f"127.0.0.1:{port}"], proc.pid)
             res["raw"] = bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)])
             rows.append((name, res))
             raw_json[name] = res
@@ -178,23 +217,27 @@ def main():
             proc.terminate()
             proc.wait(timeout=10)
 
-    lines = ["| scenario | redis-server | corecast | raw | corecast ÷ redis | corecast ÷ raw |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| scenario | redis-server | corecast | raw | corecast ÷ redis | corecast ÷ raw | per broker CPU-second: redis / corecast / raw (corecast ÷ redis) |",
+             "|---|---|---|---|---|---|---|"]
     for name, res in rows:
         if any("error" in r for r in res.values()):
-            lines.append(f"| {name} | " + " | ".join(str(res[t].get("error", "")) for t in ["redis-server", "corecast", "raw"]) + " | | |")
+            lines.append(f"| {name} | " + " | ".join(str(res[t].get("error", "")) for t in ["redis-server", "corecast", "raw"]) + " | | | |")
             continue
         if "latency" in name:
             p = {t: res[t]["latency_us"] for t in res}
             cell = lambda t: f"p50 {p[t]['p50']/1000:.2f} ms, p99 {p[t]['p99']/1000:.2f} ms, p99.9 {p[t]['p999']/1000:.2f} ms"
-            lines.append(f"| {name} | {cell('redis-server')} | {cell('corecast')} | {cell('raw')} | p99 {p['corecast']['p99'] / max(p['redis-server']['p99'], 1):.2f} | p99 {p['corecast']['p99'] / max(p['raw']['p99'], 1):.2f} |")
+            lines.append(f"| {name} | {cell('redis-server')} | {cell('corecast')} | {cell('raw')} | p99 {p['corecast']['p99'] / max(p['redis-server']['p99'], 1):.2f} | p99 {p['corecast']['p99'] / max(p['raw']['p99'], 1):.2f} | |")
             continue
         d = {t: res[t]["delivered_per_s"] for t in res}
         lost = sum(res[t]["lost"] for t in res)
+        eff = {t: d[t] / res[t]["broker_busy"] if res[t].get("broker_busy") else 0 for t in res}
+        busy = {t: res[t].get("broker_busy") or 0 for t in res}
+        eff_cell = (" / ".join(f"{fmt_rate(eff[t])} ({busy[t] * 100:.0f}% busy)" for t in ["redis-server", "corecast", "raw"])
+                    + (f" ({eff['corecast'] / eff['redis-server']:.2f})" if eff["redis-server"] else ""))
         lines.append(f"| {name} | {fmt_rate(d['redis-server'])} | {fmt_rate(d['corecast'])} | {fmt_rate(d['raw'])} | "
-                     f"{d['corecast'] / d['redis-server']:.2f} | {d['corecast'] / d['raw']:.2f} |" + ("" if lost == 0 else f" (lost {lost})"))
+                     f"{d['corecast'] / d['redis-server']:.2f} | {d['corecast'] / d['raw']:.2f} | {eff_cell} |" + ("" if lost == 0 else f" (lost {lost})"))
     if memory:
-        lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | {memory['redis-server']:.0f} B | {memory['corecast']:.0f} B | – | {memory['corecast'] / max(memory['redis-server'], 1):.2f} | – |")
+        lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | {memory['redis-server']:.0f} B | {memory['corecast']:.0f} B | – | {memory['corecast'] / max(memory['redis-server'], 1):.2f} | – | |")
     if a.svg:
         for name, res in rows:
             if "latency" in name and not any("error" in r for r in res.values()):

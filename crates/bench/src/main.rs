@@ -109,7 +109,10 @@ fn main() -> anyhow::Result<()> {
             rate: args.rate,
             cpu: args.raw_cpu,
         };
-        let t = std::thread::spawn(move || broker.run(plan, sh));
+        // Named so scripts can find its CPU time in /proc/<pid>/task/*/comm.
+        let t = std::thread::Builder::new()
+            .name("raw-sender".into())
+            .spawn(move || broker.run(plan, sh))?;
         (addr, Some(t))
     } else {
         (args.target, None)
