@@ -5,17 +5,35 @@
 //! held slot is sent before the slot is filled.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+
+/// Pre-encoded bytes with the publish timestamp they carry (0 for plain replies).
+#[derive(Debug)]
+pub struct Frame {
+    /// What goes on the wire.
+    pub bytes: Bytes,
+    /// CLOCK_MONOTONIC ns of the PUBLISH, for the publish-to-send histogram.
+    pub ts_ns: u64,
+}
+
+/// A frame as this shard's queues hold it: every local subscriber of a message shares one
+/// `Frame`, and a queue entry is one pointer. Entries used to be a 32-byte `Bytes` plus the
+/// timestamp; with a window of messages queued for each of 1000 subscribers those queues
+/// outgrew the L2 cache and every delivery wrote a fresh cache line (docs/benchmarks.md).
+pub type LocalFrame = Rc<Frame>;
 
 /// One queued item.
 #[derive(Debug)]
 enum Item {
-    /// Bytes to send, with the publish timestamp they carry (0 for plain replies).
-    Frame { bytes: Bytes, ts_ns: u64 },
+    /// Bytes to send.
+    Frame(LocalFrame),
     /// A reply that another shard must complete first (the pending slot id).
     Held(u32),
 }
+
+const _: () = assert!(std::mem::size_of::<Item>() == 16);
 
 /// The queue. Frames are `Bytes` handles, so a frame fanned out to a thousand subscribers is
 /// stored once.
@@ -81,15 +99,22 @@ impl Outbound {
     fn seal(&mut self) {
         if !self.replies.is_empty() {
             let bytes = self.replies.split().freeze();
-            self.items.push_back(Item::Frame { bytes, ts_ns: 0 });
+            self.items
+                .push_back(Item::Frame(Rc::new(Frame { bytes, ts_ns: 0 })));
         }
     }
 
-    /// Appends a shared frame.
+    /// Appends bytes of this connection's own.
     pub fn push_frame(&mut self, bytes: Bytes, ts_ns: u64) {
+        self.push_shared(&Rc::new(Frame { bytes, ts_ns }));
+    }
+
+    /// Appends a frame shared with other subscribers of this shard.
+    #[inline]
+    pub fn push_shared(&mut self, frame: &LocalFrame) {
         self.seal();
-        self.queued_bytes += bytes.len();
-        self.items.push_back(Item::Frame { bytes, ts_ns });
+        self.queued_bytes += frame.bytes.len();
+        self.items.push_back(Item::Frame(Rc::clone(frame)));
     }
 
     /// Appends a slot that [`Outbound::fill`] completes later; returns its ticket.
@@ -114,7 +139,7 @@ impl Outbound {
             return false;
         }
         self.queued_bytes += bytes.len();
-        *item = Item::Frame { bytes, ts_ns: 0 };
+        *item = Item::Frame(Rc::new(Frame { bytes, ts_ns: 0 }));
         self.held -= 1;
         true
     }
@@ -137,8 +162,8 @@ impl Outbound {
             self.seal();
         }
         match self.items.front() {
-            Some(Item::Frame { bytes, .. }) if bytes.len() - self.head_offset >= min_len => {
-                Some((bytes.clone(), self.head_offset))
+            Some(Item::Frame(f)) if f.bytes.len() - self.head_offset >= min_len => {
+                Some((f.bytes.clone(), self.head_offset))
             }
             _ => None,
         }
@@ -160,9 +185,10 @@ impl Outbound {
             oldest_ts_ns: 0,
         };
         for (i, item) in self.items.iter().enumerate() {
-            let Item::Frame { bytes, ts_ns } = item else {
+            let Item::Frame(f) = item else {
                 break;
             };
+            let (bytes, ts_ns) = (&f.bytes, &f.ts_ns);
             let skip = if i == 0 { self.head_offset } else { 0 };
             let len = bytes.len() - skip;
             if batch.iovecs > 0 && (batch.iovecs >= max_iov || batch.bytes + len > max_bytes) {
@@ -194,11 +220,11 @@ impl Outbound {
         debug_assert!(n <= self.queued_bytes);
         self.queued_bytes -= n.min(self.queued_bytes);
         while n > 0 {
-            let Some(Item::Frame { bytes, .. }) = self.items.front() else {
+            let Some(Item::Frame(f)) = self.items.front() else {
                 debug_assert!(false, "advanced past the sendable prefix");
                 return;
             };
-            let left = bytes.len() - self.head_offset;
+            let left = f.bytes.len() - self.head_offset;
             if n >= left {
                 n -= left;
                 self.head_offset = 0;
@@ -210,7 +236,7 @@ impl Outbound {
             }
         }
         // Zero-length frames (filled with nothing) are skipped eagerly.
-        while matches!(self.items.front(), Some(Item::Frame { bytes, .. }) if bytes.is_empty()) {
+        while matches!(self.items.front(), Some(Item::Frame(f)) if f.bytes.is_empty()) {
             self.items.pop_front();
             self.popped += 1;
         }
@@ -220,9 +246,8 @@ impl Outbound {
     }
 
     /// Frees what an empty queue still holds, so an idle connection costs no heap here: most
-    /// connections of a gateway sit idle, and the deque's minimum allocation (four items,
-    /// 176 bytes with the allocator's header) plus the reply buffer's last chunk were
-    /// 20% of an idle subscriber's memory. A deque that has grown past the minimum keeps its
+    /// connections of a gateway sit idle, and the deque's minimum allocation (four items)
+    /// plus the reply buffer's last chunk were a fifth of an idle subscriber's memory. A deque that has grown past the minimum keeps its
     /// capacity: that connection has needed more, is busy, and would only allocate it again.
     fn release_idle_memory(&mut self) {
         debug_assert!(self.items.is_empty() && self.replies.is_empty());

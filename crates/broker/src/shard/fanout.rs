@@ -133,10 +133,7 @@ impl Shard {
                 ts_ns,
             } => {
                 let subs = self.local.subscribers(ns, &channel);
-                let mut sink = sink!(self);
-                for r in subs {
-                    sink.enqueue(*r, &frame, ts_ns);
-                }
+                sink!(self).enqueue_all(subs, frame, ts_ns);
             }
             ShardMsg::DeliverPattern {
                 pattern,
@@ -144,10 +141,7 @@ impl Shard {
                 ts_ns,
             } => {
                 let subs = self.local.pattern_subscribers(&pattern);
-                let mut sink = sink!(self);
-                for r in subs {
-                    sink.enqueue(*r, &frame, ts_ns);
-                }
+                sink!(self).enqueue_all(subs, frame, ts_ns);
             }
             ShardMsg::SubDelta {
                 ns,

@@ -523,8 +523,28 @@ pub(super) struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    /// Queues `bytes` for every subscriber in `subs`, in order, as one shared frame.
+    pub(super) fn enqueue_all(
+        &mut self,
+        subs: &[crate::tables::ConnRef],
+        bytes: bytes::Bytes,
+        ts_ns: u64,
+    ) {
+        if subs.is_empty() {
+            return;
+        }
+        let frame = std::rc::Rc::new(crate::outbound::Frame { bytes, ts_ns });
+        for r in subs {
+            self.enqueue(*r, &frame);
+        }
+    }
+
     /// Queues a frame for a subscriber, applying the slow-consumer policy.
-    pub(super) fn enqueue(&mut self, r: crate::tables::ConnRef, frame: &bytes::Bytes, ts_ns: u64) {
+    pub(super) fn enqueue(
+        &mut self,
+        r: crate::tables::ConnRef,
+        frame: &crate::outbound::LocalFrame,
+    ) {
         let Some(conn) = self
             .conns
             .get_mut(r.key as usize)
@@ -535,7 +555,7 @@ impl Sink<'_> {
         if conn.life != Life::Open {
             return;
         }
-        if conn.out.queued_bytes() + frame.len() > self.cfg.max_pending_bytes {
+        if conn.out.queued_bytes() + frame.bytes.len() > self.cfg.max_pending_bytes {
             match self.cfg.slow_consumer {
                 SlowConsumerPolicy::Disconnect => {
                     tracing::debug!(
@@ -551,7 +571,7 @@ impl Sink<'_> {
             }
             return;
         }
-        conn.out.push_frame(frame.clone(), ts_ns);
+        conn.out.push_shared(frame);
         self.counters.delivered += 1;
         if !conn.dirty {
             conn.dirty = true;
