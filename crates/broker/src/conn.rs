@@ -90,8 +90,9 @@ pub struct Conn {
     pub recv_cancelling: bool,
     /// A send is in flight (at most one).
     pub send_inflight: bool,
-    /// Zero-copy notifications outstanding, with the frames they keep alive.
-    pub zc_frames: std::collections::VecDeque<Bytes>,
+    /// Zero-copy notifications outstanding, with the frames they keep alive. Boxed on first
+    /// use: zero-copy is off by default, and an inline deque cost every connection 24 bytes.
+    pub zc_frames: Option<Box<std::collections::VecDeque<Bytes>>>,
     /// When the in-flight send was submitted.
     pub send_submit_ns: u64,
     /// Bytes in the in-flight send.
@@ -123,7 +124,7 @@ impl Conn {
             recv_armed: false,
             recv_cancelling: false,
             send_inflight: false,
-            zc_frames: Default::default(),
+            zc_frames: None,
             send_submit_ns: 0,
             send_bytes: 0,
             send_buf: None,
@@ -145,6 +146,8 @@ impl Conn {
 
     /// No operation of the kernel still refers to this connection's fd or buffers.
     pub fn quiescent(&self) -> bool {
-        !self.recv_armed && !self.send_inflight && self.zc_frames.is_empty()
+        !self.recv_armed
+            && !self.send_inflight
+            && self.zc_frames.as_ref().is_none_or(|q| q.is_empty())
     }
 }

@@ -328,7 +328,9 @@ impl Shard {
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
                     .user_data(token::make(token::SEND_ZC, key as u32, conn.gen));
-                conn.zc_frames.push_back(frame);
+                conn.zc_frames
+                    .get_or_insert_with(Default::default)
+                    .push_back(frame);
                 conn.send_inflight = true;
                 conn.send_submit_ns = self.now_ns;
                 conn.send_bytes = len;
@@ -387,14 +389,18 @@ impl Shard {
             return;
         };
         if cqueue::notif(flags) {
-            conn.zc_frames.pop_front();
+            if let Some(q) = conn.zc_frames.as_mut() {
+                q.pop_front();
+            }
             if conn.life == Life::Closing {
                 self.maybe_finish(key);
             }
             return;
         }
         if !cqueue::more(flags) {
-            conn.zc_frames.pop_back();
+            if let Some(q) = conn.zc_frames.as_mut() {
+                q.pop_back();
+            }
         }
         self.send_done(key, res);
     }
