@@ -4,18 +4,24 @@
 
 use std::hint::black_box;
 
+use std::rc::Rc;
+
 use bytes::Bytes;
-use corecast_broker::outbound::Outbound;
+use corecast_broker::outbound::{Frame, LocalFrame, Outbound};
 use corecast_proto::resp::encode;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-fn frame(payload_len: usize) -> Bytes {
+/// A frame as the shard hands it to its local subscribers.
+fn frame(payload_len: usize) -> LocalFrame {
     let mut out = Vec::new();
     encode::push_message(&mut out, b"bench.0", &vec![b'x'; payload_len]);
-    Bytes::from(out)
+    Rc::new(Frame {
+        bytes: Bytes::from(out),
+        ts_ns: 1,
+    })
 }
 
-/// Queue one frame on every subscriber (a `Bytes` clone each, no copy).
+/// Queue one frame on every subscriber (a shared-pointer clone each, no copy).
 fn enqueue(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout/enqueue");
     for n in [10usize, 100, 1000] {
@@ -25,7 +31,7 @@ fn enqueue(c: &mut Criterion) {
             let f = frame(64);
             b.iter(|| {
                 for q in queues.iter_mut() {
-                    q.push_frame(f.clone(), 1);
+                    q.push_shared(&f);
                 }
                 for q in queues.iter_mut() {
                     q.clear();
@@ -45,12 +51,12 @@ fn enqueue_gather_advance(c: &mut Criterion) {
         g.throughput(Throughput::Elements((n * FRAMES) as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let mut queues: Vec<Outbound> = (0..n).map(|_| Outbound::default()).collect();
-            let frames: Vec<Bytes> = (0..FRAMES).map(|_| frame(64)).collect();
+            let frames: Vec<LocalFrame> = (0..FRAMES).map(|_| frame(64)).collect();
             let mut iov: Vec<libc::iovec> = Vec::with_capacity(1024);
             b.iter(|| {
                 for f in &frames {
                     for q in queues.iter_mut() {
-                        q.push_frame(f.clone(), 1);
+                        q.push_shared(f);
                     }
                 }
                 for q in queues.iter_mut() {
