@@ -209,13 +209,22 @@ impl Shard {
             delivery = Some((name.clone(), Bytes::from(v)));
         }
         if let Some((name, frame)) = delivery {
-            for &s in &targets {
+            // The last target takes the frame itself: a single-target frame (every channel
+            // of a one-shard broker) is then never promoted to a shared allocation.
+            let mut frame = Some(frame);
+            for (i, &s) in targets.iter().enumerate() {
+                let frame = if i + 1 == targets.len() {
+                    frame.take()
+                } else {
+                    frame.clone()
+                };
+                let Some(frame) = frame else { break };
                 self.send_to(
                     s,
                     ShardMsg::Deliver {
                         ns,
                         channel: name.clone(),
-                        frame: frame.clone(),
+                        frame,
                         ts_ns,
                     },
                 );
