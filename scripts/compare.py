@@ -244,11 +244,17 @@ def main():
                 curves = {t: res[t]["latency_curve_us"] for t in ["redis-server", "corecast", "raw"]}
                 with open(a.svg, "w") as f:
                     f.write(svg_curves(name, curves))
+    write_report(lines, raw_json, a.out)
+
+
+def write_report(lines, data, out):
+    """Prints the Markdown table; with `out`, also writes it followed by the raw results
+    as JSON inside an HTML comment (so the file renders as the table alone)."""
     table = "\n".join(lines)
     print(table)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(table + "\n\n<!-- raw JSON -->\n<!--\n" + json.dumps(raw_json, indent=1) + "\n-->\n")
+    if out:
+        with open(out, "w") as f:
+            f.write(table + "\n\n<!-- raw JSON -->\n<!--\n" + json.dumps(data, indent=1) + "\n-->\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, fmt_rate, free_port, wait_port  # noqa: E402
+from compare import BIN, fmt_rate, free_port, wait_port, write_report  # noqa: E402
 
 SCENARIOS = [
     ("fan-out 1×1000, 64 B", ["--subscribers", "1000", "--channels", "1", "--payload", "64"]),
@@ -125,11 +125,7 @@ def main():
         lines.append(f"| {name} | " + " | ".join(fmt_rate(d[k]) for k in kinds)
                      + f" | {d['corecast 2 shards'] / d['corecast 1 shard']:.2f} | {d['corecast 2 shards'] / d['redis-server']:.2f} | {detail} |"
                      + ("" if lost == 0 else f" (lost/reordered/duplicated {lost})"))
-    table = "\n".join(lines)
-    print(table)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(table + "\n\n<!-- raw JSON -->\n<!--\n" + json.dumps(everything, indent=1) + "\n-->\n")
+    write_report(lines, everything, a.out)
 
 
 if __name__ == "__main__":
