@@ -4,6 +4,7 @@
 //! under a per-subscriber window by default, open loop with `--rate`. Prints a progress line
 //! per second on stderr, a summary on stderr, and one JSON line on stdout with `--json`.
 
+mod accounting;
 mod frames;
 mod payload;
 mod publishers;

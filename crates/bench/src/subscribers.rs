@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::accounting::{latency_us, record, Arrival, SeqTracker};
 use crate::frames::{parse_push, Push};
 use crate::payload::{decode, now_ns};
 use crate::shared::Shared;
@@ -35,17 +36,9 @@ struct Sub {
     stream: TcpStream,
     channel: usize,
     buf: Vec<u8>,
-    /// Next expected sequence per publisher.
-    next: Vec<u64>,
-    /// Distinct messages received.
-    received: u64,
-    /// (publisher, seq) skipped over by a gap, so a late arrival counts as reordered rather
-    /// than duplicated (bounded; past the bound a late arrival counts as a duplicate).
-    missing: Vec<(u32, u64)>,
+    /// What arrived, per publisher.
+    seen: SeqTracker,
 }
-
-/// Most gap entries remembered per subscriber.
-const MAX_MISSING: usize = 4096;
 
 /// Opens `subs` (channel index per subscriber), subscribes each to `channel_name(c)`, and
 /// returns when all are confirmed. Then `run` drives them until `shared.stop` and drain.
@@ -106,9 +99,7 @@ impl SubscriberThread {
                 stream,
                 channel: c,
                 buf,
-                next: vec![0; publishers],
-                received: 0,
-                missing: Vec::new(),
+                seen: SeqTracker::new(publishers),
             });
         }
         Ok(Self {
@@ -157,30 +148,15 @@ impl SubscriberThread {
                 {
                     if let Push::Message(p) = push {
                         let h = decode(p).ok_or_else(|| anyhow::anyhow!("short payload"))?;
-                        let slot = h.publisher as usize % sub.next.len();
-                        let next = &mut sub.next[slot];
-                        if h.seq >= *next {
-                            for missing in *next..h.seq {
-                                if sub.missing.len() < MAX_MISSING {
-                                    sub.missing.push((h.publisher, missing));
-                                }
-                            }
-                            *next = h.seq + 1;
-                            sub.received += 1;
-                        } else if let Some(at) =
-                            sub.missing.iter().position(|&m| m == (h.publisher, h.seq))
-                        {
-                            sub.missing.swap_remove(at);
-                            r.reordered += 1;
-                            sub.received += 1;
-                        } else {
-                            r.duplicated += 1;
+                        match sub.seen.arrive(h.publisher, h.seq) {
+                            Arrival::InOrder => {}
+                            Arrival::Reordered => r.reordered += 1,
+                            Arrival::Duplicate => r.duplicated += 1,
                         }
                         r.delivered_total += 1;
-                        if h.ts_ns >= measure_from {
+                        if let Some(us) = latency_us(&h, now, measure_from) {
                             r.delivered += 1;
-                            r.latency
-                                .saturating_record((now.saturating_sub(h.ts_ns) / 1000).max(1));
+                            record(&mut r.latency, us);
                         }
                     }
                     pos += used;
@@ -192,7 +168,7 @@ impl SubscriberThread {
                 if std::mem::take(t) {
                     let min = self.by_channel[c]
                         .iter()
-                        .map(|&i| self.subs[i].received)
+                        .map(|&i| self.subs[i].seen.received)
                         .min()
                         .unwrap_or(u64::MAX);
                     shared.acked[self.thread_index][c].store(min, Ordering::Release);
@@ -200,15 +176,14 @@ impl SubscriberThread {
             }
             if shared.senders_done.load(Ordering::Acquire) {
                 let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
-                let done = self
-                    .subs
-                    .iter()
-                    .all(|s| s.received >= shared.published[s.channel].load(Ordering::Acquire));
+                let done = self.subs.iter().all(|s| {
+                    s.seen.received >= shared.published[s.channel].load(Ordering::Acquire)
+                });
                 if done || since.elapsed() > drain {
                     // Whatever a subscriber has not received of its channel is lost.
                     for s in &self.subs {
                         let want = shared.published[s.channel].load(Ordering::Acquire);
-                        r.lost += want.saturating_sub(s.received);
+                        r.lost += want.saturating_sub(s.seen.received);
                     }
                     return Ok(r);
                 }
