@@ -40,6 +40,34 @@ struct Sub {
     seen: SeqTracker,
 }
 
+/// Accounts every complete push at the start of `data`; returns the bytes they took.
+fn consume(
+    data: &[u8],
+    seen: &mut SeqTracker,
+    r: &mut SubResult,
+    now: u64,
+    measure_from: u64,
+) -> anyhow::Result<usize> {
+    let mut pos = 0;
+    while let Some((used, push)) = parse_push(&data[pos..]).map_err(anyhow::Error::msg)? {
+        if let Push::Message(p) = push {
+            let h = decode(p).ok_or_else(|| anyhow::anyhow!("short payload"))?;
+            match seen.arrive(h.publisher, h.seq) {
+                Arrival::InOrder => {}
+                Arrival::Reordered => r.reordered += 1,
+                Arrival::Duplicate => r.duplicated += 1,
+            }
+            r.delivered_total += 1;
+            if let Some(us) = latency_us(&h, now, measure_from) {
+                r.delivered += 1;
+                record(&mut r.latency, us);
+            }
+        }
+        pos += used;
+    }
+    Ok(pos)
+}
+
 /// Opens `subs` (channel index per subscriber), subscribes each to `channel_name(c)`, and
 /// returns when all are confirmed. Then `run` drives them until `shared.stop` and drain.
 pub struct SubscriberThread {
@@ -133,35 +161,24 @@ impl SubscriberThread {
                 let i = ev.token().0;
                 let sub = &mut self.subs[i];
                 loop {
-                    match sub.stream.read(&mut tmp) {
+                    let n = match sub.stream.read(&mut tmp) {
                         Ok(0) => anyhow::bail!("subscriber {i} was disconnected by the broker"),
-                        Ok(n) => sub.buf.extend_from_slice(&tmp[..n]),
+                        Ok(n) => n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e.into()),
+                    };
+                    let now = now_ns();
+                    // Parse straight out of the read buffer; only an incomplete tail is kept.
+                    if sub.buf.is_empty() {
+                        let used = consume(&tmp[..n], &mut sub.seen, &mut r, now, measure_from)?;
+                        sub.buf.extend_from_slice(&tmp[used..n]);
+                    } else {
+                        sub.buf.extend_from_slice(&tmp[..n]);
+                        let used = consume(&sub.buf, &mut sub.seen, &mut r, now, measure_from)?;
+                        sub.buf.drain(..used);
                     }
                 }
-                let now = now_ns();
-                let mut pos = 0;
-                while let Some((used, push)) =
-                    parse_push(&sub.buf[pos..]).map_err(anyhow::Error::msg)?
-                {
-                    if let Push::Message(p) = push {
-                        let h = decode(p).ok_or_else(|| anyhow::anyhow!("short payload"))?;
-                        match sub.seen.arrive(h.publisher, h.seq) {
-                            Arrival::InOrder => {}
-                            Arrival::Reordered => r.reordered += 1,
-                            Arrival::Duplicate => r.duplicated += 1,
-                        }
-                        r.delivered_total += 1;
-                        if let Some(us) = latency_us(&h, now, measure_from) {
-                            r.delivered += 1;
-                            record(&mut r.latency, us);
-                        }
-                    }
-                    pos += used;
-                }
-                sub.buf.drain(..pos);
                 touched[sub.channel] = true;
             }
             for (c, t) in touched.iter_mut().enumerate() {
