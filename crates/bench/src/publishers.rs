@@ -78,6 +78,10 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
                     if shared.allowance(c, plan.window) == 0 {
                         turn += 1;
                         if in_batch == 0 && turn.is_multiple_of(plan.channels.len()) {
+                            // Yield rather than block: the subscriber threads share this CPU
+                            // and run at once; blocking on a condition variable (as the raw
+                            // sender, alone on its CPU, does) added wake-up latency to every
+                            // window turn and cost 10–20% of the delivered rate.
                             std::thread::yield_now();
                         }
                         break;

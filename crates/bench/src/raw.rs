@@ -87,6 +87,9 @@ impl RawBroker {
             by_channel[c % channels].push(s);
         }
         let names: Vec<String> = (0..channels).map(channel_name).collect();
+        let active: Vec<usize> = (0..channels)
+            .filter(|&c| !by_channel[c].is_empty())
+            .collect();
         let mut seqs = vec![0u64; channels];
         let mut frames = Vec::new();
         let mut payload_buf = Vec::new();
@@ -182,7 +185,9 @@ impl RawBroker {
                 }
             }
             if idle {
-                std::thread::yield_now();
+                // Sleep until a subscriber thread moves the window, so the sender's CPU use
+                // (reported by scripts/compare.py) is work, not spinning.
+                shared.wait_for_window(&active, window);
             }
         }
         // The sockets go back to the caller, which closes them once the subscribers have

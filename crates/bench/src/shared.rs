@@ -1,7 +1,9 @@
 //! Counters shared between publisher and subscriber threads: what was published per channel,
 //! and the least any subscriber of the channel has received (the window's other edge).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 /// Shared state of one run.
 pub struct Shared {
@@ -18,6 +20,11 @@ pub struct Shared {
     pub senders_done: AtomicBool,
     /// CLOCK_MONOTONIC ns when measurement starts (after warm-up).
     pub measure_from_ns: AtomicU64,
+    /// Senders waiting for their window to open, and where they wait (the raw sender, so its
+    /// CPU use is work rather than spinning).
+    waiting: AtomicUsize,
+    gate: Mutex<()>,
+    opened: Condvar,
 }
 
 impl Shared {
@@ -31,14 +38,40 @@ impl Shared {
             stop: AtomicBool::new(false),
             senders_done: AtomicBool::new(false),
             measure_from_ns: AtomicU64::new(u64::MAX),
+            waiting: AtomicUsize::new(0),
+            gate: Mutex::new(()),
+            opened: Condvar::new(),
         }
+    }
+
+    /// Subscriber threads call this after moving `acked` forward.
+    pub fn acked_moved(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            self.opened.notify_all();
+        }
+    }
+
+    /// Blocks until one of `channels` has room under `window`, `stop` is set, or 1 ms passed
+    /// (the bound keeps a missed wake-up cheap).
+    pub fn wait_for_window(&self, channels: &[usize], window: u64) {
+        let open = || {
+            self.stop.load(Ordering::Acquire)
+                || channels.iter().any(|&c| self.allowance(c, window) > 0)
+        };
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if !open() {
+            let _ = self.opened.wait_timeout(g, Duration::from_millis(1));
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The fewest messages any subscriber of `channel` has received.
     pub fn min_acked(&self, channel: usize) -> u64 {
         self.acked
             .iter()
-            .map(|t| t[channel].load(Ordering::Acquire))
+            .map(|t| t[channel].load(Ordering::SeqCst))
             .min()
             .unwrap_or(u64::MAX)
     }
