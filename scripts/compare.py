@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: redis-server vs corecast (1 shard) vs the raw ideal sender.
+"""Side-by-side benchmark: redis-server and nats-server vs corecast (1 shard) vs the raw ideal
+sender.
 
 Brokers run pinned to one CPU (--broker-cpu, default 0), the load generator to another
 (--load-cpu, default 1), each scenario against each target in one go, and a Markdown table
-with ratios goes to stdout (and --out). Requires: redis-server (Debian), taskset, and
+with ratios goes to stdout (and --out). Requires: redis-server and nats-server (Debian), taskset, and
 release builds: cargo build --release -p corecast-server -p corecast-bench.
 
 Usage: scripts/compare.py [--duration 3] [--out FILE.md] [--svg FILE.svg] [--skip-memory]
@@ -59,20 +60,31 @@ def rss_kb(pid):
     return 0
 
 
+# The peers, in table order; corecast is compared with each.
+PEERS = ["redis-server", "nats-server"]
+TARGETS = PEERS + ["corecast", "raw"]
+# What the load generator needs to speak each broker's protocol.
+PROTO_ARGS = {"redis-server": [], "nats-server": ["--proto", "nats"], "corecast": []}
+
+
 def start_brokers(cpu):
-    rp, cp, hp = free_port(), free_port(), free_port()
+    rp, np_, cp, hp = free_port(), free_port(), free_port(), free_port()
+    pin = ["taskset", "-c", str(cpu)]
     redis = subprocess.Popen(
-        ["taskset", "-c", str(cpu), "redis-server", "--port", str(rp), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--maxclients", "20000"],
+        pin + ["redis-server", "--port", str(rp), "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--maxclients", "20000"],
         stdout=subprocess.DEVNULL)
+    # Pinned to one CPU, the Go runtime sizes GOMAXPROCS to it.
+    nats = subprocess.Popen(pin + ["nats-server", "-a", "127.0.0.1", "-p", str(np_)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     corecast = subprocess.Popen(
-        ["taskset", "-c", str(cpu), os.path.join(BIN, "corecast"), "--shards", "1",
-         "--resp-listen", f"127.0.0.1:{cp}", "--http-listen", f"127.0.0.1:{hp}",
-         "--max-connections", "19000", "--log", "warn"],
+        pin + [os.path.join(BIN, "corecast"), "--shards", "1",
+               "--resp-listen", f"127.0.0.1:{cp}", "--http-listen", f"127.0.0.1:{hp}",
+               "--max-connections", "19000", "--log", "warn"],
         stdout=subprocess.DEVNULL)
-    wait_port(rp)
-    wait_port(cp)
-    return {"redis-server": (redis, rp), "corecast": (corecast, cp)}
+    for port in (rp, np_, cp):
+        wait_port(port)
+    return {"redis-server": (redis, rp), "nats-server": (nats, np_), "corecast": (corecast, cp)}
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -127,7 +139,7 @@ def fmt_rate(v):
     return f"{v / 1e6:.2f} M/s" if v >= 1e5 else f"{v / 1e3:.1f} K/s"
 
 
-COLORS = {"redis-server": "#d62728", "corecast": "#1f77b4", "raw": "#7f7f7f"}
+COLORS = {"redis-server": "#d62728", "nats-server": "#2ca02c", "corecast": "#1f77b4", "raw": "#7f7f7f"}
 
 
 def svg_curves(title, series):
@@ -185,7 +197,8 @@ def main():
                 continue
             res = {}
             for target, (proc, port) in brokers.items():
-                res[target] = bench(args, a.load_cpu, a.duration, ["--target", f"127.0.0.1:{port}"], proc.pid)
+                res[target] = bench(args, a.load_cpu, a.duration,
+                                    ["--target", f"127.0.0.1:{port}"] + PROTO_ARGS[target], proc.pid)
             res["raw"] = bench(args, a.load_cpu, a.duration, ["--raw", "--raw-cpu", str(a.broker_cpu)])
             rows.append((name, res))
             raw_json[name] = res
@@ -202,7 +215,8 @@ def main():
                 before = rss_kb(proc.pid)
                 holder = subprocess.Popen(
                     ["taskset", "-c", str(a.load_cpu), os.path.join(BIN, "corecast-bench"),
-                     "--target", f"127.0.0.1:{port}", "--idle-conns", str(a.idle_conns), "--hold-s", "4"],
+                     "--target", f"127.0.0.1:{port}", "--idle-conns", str(a.idle_conns), "--hold-s", "4"]
+                    + PROTO_ARGS[target],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 # The holder says "holding" once every connection's SUBSCRIBE is confirmed.
                 for line in holder.stderr:
@@ -217,31 +231,38 @@ def main():
             proc.terminate()
             proc.wait(timeout=10)
 
-    lines = ["| scenario | redis-server | corecast | raw | corecast ÷ redis | corecast ÷ raw | per broker CPU-second: redis / corecast / raw (corecast ÷ redis) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | " + " | ".join(TARGETS) + " | "
+             + " | ".join(f"corecast ÷ {p.split('-')[0]}" for p in PEERS) + " | corecast ÷ raw"
+             + " | per broker CPU-second (busy) |",
+             "|---" * (len(TARGETS) + len(PEERS) + 3) + "|"]
     for name, res in rows:
         if any("error" in r for r in res.values()):
-            lines.append(f"| {name} | " + " | ".join(str(res[t].get("error", "")) for t in ["redis-server", "corecast", "raw"]) + " | | | |")
+            lines.append(f"| {name} | " + " | ".join(str(res[t].get("error", "ok")) for t in TARGETS)
+                         + " |" * (len(PEERS) + 2))
             continue
         if "latency" in name:
             p = {t: res[t]["latency_us"] for t in res}
             cell = lambda t: f"p50 {p[t]['p50']/1000:.2f} ms, p99 {p[t]['p99']/1000:.2f} ms, p99.9 {p[t]['p999']/1000:.2f} ms"
-            lines.append(f"| {name} | {cell('redis-server')} | {cell('corecast')} | {cell('raw')} | p99 {p['corecast']['p99'] / max(p['redis-server']['p99'], 1):.2f} | p99 {p['corecast']['p99'] / max(p['raw']['p99'], 1):.2f} | |")
+            ratio = lambda t: f"p99 {p['corecast']['p99'] / max(p[t]['p99'], 1):.2f}"
+            lines.append(f"| {name} | " + " | ".join(cell(t) for t in TARGETS) + " | "
+                         + " | ".join(ratio(t) for t in PEERS + ["raw"]) + " | |")
             continue
         d = {t: res[t]["delivered_per_s"] for t in res}
         lost = sum(res[t]["lost"] for t in res)
-        eff = {t: d[t] / res[t]["broker_busy"] if res[t].get("broker_busy") else 0 for t in res}
         busy = {t: res[t].get("broker_busy") or 0 for t in res}
-        eff_cell = (" / ".join(f"{fmt_rate(eff[t])} ({busy[t] * 100:.0f}% busy)" for t in ["redis-server", "corecast", "raw"])
-                    + (f" ({eff['corecast'] / eff['redis-server']:.2f})" if eff["redis-server"] else ""))
-        lines.append(f"| {name} | {fmt_rate(d['redis-server'])} | {fmt_rate(d['corecast'])} | {fmt_rate(d['raw'])} | "
-                     f"{d['corecast'] / d['redis-server']:.2f} | {d['corecast'] / d['raw']:.2f} | {eff_cell} |" + ("" if lost == 0 else f" (lost {lost})"))
+        eff = {t: d[t] / busy[t] if busy[t] else 0 for t in res}
+        eff_cell = " / ".join(f"{fmt_rate(eff[t])} ({busy[t] * 100:.0f}%)" for t in TARGETS)
+        lines.append(f"| {name} | " + " | ".join(fmt_rate(d[t]) for t in TARGETS) + " | "
+                     + " | ".join(f"{d['corecast'] / d[t]:.2f}" if d[t] else "–" for t in PEERS + ["raw"])
+                     + f" | {eff_cell} |" + ("" if lost == 0 else f" (lost {lost})"))
     if memory:
-        lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | {memory['redis-server']:.0f} B | {memory['corecast']:.0f} B | – | {memory['corecast'] / max(memory['redis-server'], 1):.2f} | – | |")
+        lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | "
+                     + " | ".join(f"{memory[t]:.0f} B" if t in memory else "–" for t in TARGETS) + " | "
+                     + " | ".join(f"{memory['corecast'] / max(memory[t], 1):.2f}" for t in PEERS) + " | – | |")
     if a.svg:
         for name, res in rows:
             if "latency" in name and not any("error" in r for r in res.values()):
-                curves = {t: res[t]["latency_curve_us"] for t in ["redis-server", "corecast", "raw"]}
+                curves = {t: res[t]["latency_curve_us"] for t in TARGETS}
                 with open(a.svg, "w") as f:
                     f.write(svg_curves(name, curves))
     write_report(lines, raw_json, a.out)

@@ -1,5 +1,6 @@
 //! Incremental parsing of what a subscriber receives: RESP2 arrays of bulk strings and
-//! integers (subscribe confirmations, `message` and `pmessage` pushes).
+//! integers (subscribe confirmations, `message` and `pmessage` pushes), and NATS protocol
+//! lines (`MSG`, `PING`, `PONG`, `+OK`, `INFO`, `-ERR`).
 
 /// One parsed push.
 #[derive(Debug, PartialEq, Eq)]
@@ -8,6 +9,8 @@ pub enum Push<'a> {
     Message(&'a [u8]),
     /// Anything else (subscribe confirmations, pongs).
     Other,
+    /// A NATS server's keep-alive: the client must answer `PONG`.
+    Ping,
 }
 
 /// Parses the first complete push in `buf`: `Ok(Some((consumed, push)))`, `Ok(None)` when
@@ -54,6 +57,46 @@ pub fn parse_push(buf: &[u8]) -> Result<Option<(usize, Push<'_>)>, String> {
         _ => Push::Other,
     };
     Ok(Some((pos, push)))
+}
+
+/// Parses the first complete NATS server message in `buf`, like [`parse_push`].
+/// `MSG <subject> <sid> [reply-to] <#bytes>\r\n<payload>\r\n` carries a payload; `-ERR` is an
+/// error; `PING` asks for a `PONG`; everything else (`PONG`, `+OK`, `INFO`) is `Other`.
+pub fn parse_nats(buf: &[u8]) -> Result<Option<(usize, Push<'_>)>, String> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    let line = buf[..nl]
+        .strip_suffix(b"\r")
+        .ok_or("NATS line without CR")?;
+    if let Some(rest) = line.strip_prefix(b"MSG ") {
+        let len_field = rest
+            .rsplit(|&b| b == b' ')
+            .next()
+            .ok_or("MSG without a length")?;
+        let len = std::str::from_utf8(len_field)
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .ok_or("bad MSG length")?;
+        let start = nl + 1;
+        let end = start + len;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err("MSG payload not followed by CRLF".into());
+        }
+        return Ok(Some((end + 2, Push::Message(&buf[start..end]))));
+    }
+    if line.starts_with(b"-ERR") {
+        return Err(format!("server error: {}", String::from_utf8_lossy(line)));
+    }
+    let push = if line == b"PING" {
+        Push::Ping
+    } else {
+        Push::Other
+    };
+    Ok(Some((nl + 1, push)))
 }
 
 /// Parses `<tag><int>\r\n` at `pos`; returns the integer and the position after the line.
@@ -124,6 +167,27 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(parse_push(b"+OK\r\n").is_err());
+    }
+
+    #[test]
+    fn nats_messages_pings_and_errors() {
+        let s = b"INFO {\"x\":1}\r\nMSG bench.0 1 5\r\nab\r\nc\r\nMSG a.b 9 reply.to 2\r\nhi\r\nPING\r\n";
+        let (a, p) = parse_nats(s).unwrap().unwrap();
+        assert_eq!(p, Push::Other);
+        let (b, p) = parse_nats(&s[a..]).unwrap().unwrap();
+        assert_eq!(p, Push::Message(b"ab\r\nc"));
+        let (c, p) = parse_nats(&s[a + b..]).unwrap().unwrap();
+        assert_eq!(p, Push::Message(b"hi"));
+        let (d, p) = parse_nats(&s[a + b + c..]).unwrap().unwrap();
+        assert_eq!(p, Push::Ping);
+        assert_eq!(a + b + c + d, s.len());
+        let m = b"MSG bench.0 1 5\r\nab\r\nc\r\n";
+        for cut in 0..m.len() {
+            assert_eq!(parse_nats(&m[..cut]).unwrap(), None, "cut {cut}");
+        }
+        assert!(parse_nats(b"-ERR 'Slow Consumer'\r\n").is_err());
+        assert!(parse_nats(b"MSG a 1 x\r\n").is_err());
+        assert!(parse_nats(b"MSG a 1 2\r\nabXY").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod accounting;
 mod frames;
 mod payload;
+mod proto;
 mod publishers;
 mod raw;
 mod shared;
@@ -24,14 +25,17 @@ use serde_json::json;
 
 use shared::Shared;
 
-/// Load generator for Redis-protocol pub/sub brokers.
+/// Load generator for pub/sub brokers speaking the Redis or the NATS protocol.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Broker address (ignored with --raw).
     #[arg(long, default_value = "127.0.0.1:6379")]
     target: SocketAddr,
-    /// Use the built-in ideal sender instead of a broker.
+    /// Protocol the broker speaks: resp (Redis pub/sub) or nats.
+    #[arg(long, value_enum, default_value_t = proto::Proto::Resp)]
+    proto: proto::Proto,
+    /// Use the built-in ideal sender instead of a broker (it speaks RESP to the subscribers).
     #[arg(long)]
     raw: bool,
     /// CPU to pin the raw sender to.
@@ -92,6 +96,10 @@ fn main() -> anyhow::Result<()> {
         args.threads > 0 && args.batch > 0,
         "threads and batch must be positive"
     );
+    anyhow::ensure!(
+        !(args.raw && args.proto == proto::Proto::Nats),
+        "--raw speaks RESP to its subscribers; it cannot be combined with --proto nats"
+    );
     if let Some(n) = args.idle_conns {
         return idle(&args, n);
     }
@@ -132,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             shared.acked[t][c].store(0, Ordering::Release);
         }
         let st = subscribers::SubscriberThread::connect(
+            args.proto,
             target,
             &chans,
             args.channels,
@@ -162,6 +171,7 @@ fn main() -> anyhow::Result<()> {
                 window: args.window,
                 rate: args.rate.map(|r| r / args.publishers as f64),
                 batch: args.batch,
+                proto: args.proto,
             };
             let sh = shared.clone();
             pub_threads.push(std::thread::spawn(move || {
@@ -288,13 +298,11 @@ fn idle(args: &Args, n: usize) -> anyhow::Result<()> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = std::net::TcpStream::connect(args.target)?;
-        let name = format!("idle.{i}");
-        write!(
-            s,
-            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{}\r\n",
-            name.len(),
-            name
-        )?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        args.proto.handshake(&mut s)?;
+        let mut sub = Vec::new();
+        args.proto.subscribe(&mut sub, &format!("idle.{i}"), 1);
+        s.write_all(&sub)?;
         conns.push(s);
         // Confirm in batches to keep the pipe moving without a round trip per connection.
         if conns.len() % 256 == 0 || i + 1 == n {

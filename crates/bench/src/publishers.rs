@@ -27,12 +27,17 @@ pub struct PublisherPlan {
     pub rate: Option<f64>,
     /// Most PUBLISH commands in one write.
     pub batch: usize,
+    /// Wire protocol.
+    pub proto: crate::proto::Proto,
 }
 
 /// Publishes until `shared.stop`; returns messages published.
 pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyhow::Result<u64> {
     let mut s = TcpStream::connect(target)?;
     s.set_nodelay(true)?;
+    plan.proto.handshake(&mut s)?;
+    s.set_read_timeout(None)?;
+    let counts_replies = plan.proto.replies_to_publish();
     let names: Vec<String> = plan.channels.iter().map(|&c| channel_name(c)).collect();
     let mut seqs = vec![0u64; plan.channels.len()];
     let mut out = Vec::with_capacity(plan.batch * (plan.payload + 64));
@@ -44,8 +49,11 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
         let mut rs = s.try_clone()?;
         let replied = replied.clone();
         std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut counter = ReplyCounter::default();
-            counter.run(&mut rs, &replied)
+            if counts_replies {
+                ReplyCounter::default().run(&mut rs, &replied)
+            } else {
+                drain_nats(&mut rs)
+            }
         })
     };
     let start = now_ns();
@@ -101,16 +109,7 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
                 plan.payload,
             );
             seqs[k] += 1;
-            let name = &names[k];
-            write!(
-                out,
-                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{}\r\n${}\r\n",
-                name.len(),
-                name,
-                payload.len()
-            )?;
-            out.extend_from_slice(&payload);
-            out.extend_from_slice(b"\r\n");
+            plan.proto.publish(&mut out, &names[k], &payload);
             shared.published[c].fetch_add(1, Ordering::AcqRel);
             sent += 1;
             in_batch += 1;
@@ -120,6 +119,9 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
             continue;
         }
         s.write_all(&out)?;
+        if !counts_replies {
+            replied.store(sent, Ordering::Release);
+        }
         while sent - replied.load(Ordering::Acquire) > MAX_OUTSTANDING {
             if reader.is_finished() {
                 break;
@@ -144,6 +146,29 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
     }
     anyhow::ensure!(replied.load(Ordering::Acquire) >= sent, "missing replies");
     Ok(sent)
+}
+
+/// Reads a NATS publisher's connection: `-ERR` ends the run; PONG/INFO/+OK are ignored. (A
+/// server PING goes unanswered: servers ping every 2 minutes, longer than any run.)
+fn drain_nats(s: &mut TcpStream) -> anyhow::Result<()> {
+    let mut tmp = [0u8; 4096];
+    let mut buf = Vec::new();
+    loop {
+        let n = match s.read(&mut tmp) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        buf.extend_from_slice(&tmp[..n]);
+        let mut pos = 0;
+        while let Some((used, _)) =
+            crate::frames::parse_nats(&buf[pos..]).map_err(anyhow::Error::msg)?
+        {
+            pos += used;
+        }
+        buf.drain(..pos);
+    }
 }
 
 /// PUBLISH commands written but not yet answered before the writer pauses.

@@ -12,8 +12,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::accounting::{latency_us, record, Arrival, SeqTracker};
-use crate::frames::{parse_push, Push};
+use crate::frames::Push;
 use crate::payload::{decode, now_ns};
+use crate::proto::Proto;
 use crate::shared::Shared;
 
 /// What one subscriber thread measured.
@@ -41,15 +42,21 @@ struct Sub {
 }
 
 /// Accounts every complete push at the start of `data`; returns the bytes they took.
+/// Counts NATS keep-alive PINGs into `pings` (the caller answers them).
 fn consume(
+    proto: Proto,
     data: &[u8],
     seen: &mut SeqTracker,
     r: &mut SubResult,
     now: u64,
     measure_from: u64,
+    pings: &mut usize,
 ) -> anyhow::Result<usize> {
     let mut pos = 0;
-    while let Some((used, push)) = parse_push(&data[pos..]).map_err(anyhow::Error::msg)? {
+    while let Some((used, push)) = proto.parse(&data[pos..]).map_err(anyhow::Error::msg)? {
+        if push == Push::Ping {
+            *pings += 1;
+        }
         if let Push::Message(p) = push {
             let h = decode(p).ok_or_else(|| anyhow::anyhow!("short payload"))?;
             match seen.arrive(h.publisher, h.seq) {
@@ -71,6 +78,7 @@ fn consume(
 /// Opens `subs` (channel index per subscriber), subscribes each to `channel_name(c)`, and
 /// returns when all are confirmed. Then `run` drives them until `shared.stop` and drain.
 pub struct SubscriberThread {
+    proto: Proto,
     poll: Poll,
     subs: Vec<Sub>,
     by_channel: Vec<Vec<usize>>,
@@ -85,6 +93,7 @@ pub fn channel_name(c: usize) -> String {
 impl SubscriberThread {
     /// Connects and subscribes.
     pub fn connect(
+        proto: Proto,
         target: SocketAddr,
         channels_of_subs: &[usize],
         channels: usize,
@@ -98,26 +107,13 @@ impl SubscriberThread {
             let std_stream = std::net::TcpStream::connect(target)?;
             std_stream.set_nodelay(true)?;
             let mut s = std_stream;
-            let name = channel_name(c);
-            write!(
-                s,
-                "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{}\r\n",
-                name.len(),
-                name
-            )?;
-            // Wait for the confirmation before going non-blocking.
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut buf = Vec::new();
-            let mut tmp = [0u8; 512];
-            loop {
-                let n = s.read(&mut tmp)?;
-                anyhow::ensure!(n > 0, "subscriber closed during SUBSCRIBE");
-                buf.extend_from_slice(&tmp[..n]);
-                if let Some((used, _)) = parse_push(&buf).map_err(anyhow::Error::msg)? {
-                    buf.drain(..used);
-                    break;
-                }
-            }
+            proto.handshake(&mut s)?;
+            let mut sub = Vec::new();
+            proto.subscribe(&mut sub, &channel_name(c), i + 1);
+            s.write_all(&sub)?;
+            // Wait for the confirmation before going non-blocking.
+            let buf = proto.await_confirmation(&mut s)?;
             s.set_nonblocking(true)?;
             let mut stream = TcpStream::from_std(s);
             poll.registry()
@@ -131,6 +127,7 @@ impl SubscriberThread {
             });
         }
         Ok(Self {
+            proto,
             poll,
             subs,
             by_channel,
@@ -170,14 +167,35 @@ impl SubscriberThread {
                         Err(e) => return Err(e.into()),
                     };
                     let now = now_ns();
+                    let mut pings = 0;
                     // Parse straight out of the read buffer; only an incomplete tail is kept.
                     if sub.buf.is_empty() {
-                        let used = consume(&tmp[..n], &mut sub.seen, &mut r, now, measure_from)?;
+                        let used = consume(
+                            self.proto,
+                            &tmp[..n],
+                            &mut sub.seen,
+                            &mut r,
+                            now,
+                            measure_from,
+                            &mut pings,
+                        )?;
                         sub.buf.extend_from_slice(&tmp[used..n]);
                     } else {
                         sub.buf.extend_from_slice(&tmp[..n]);
-                        let used = consume(&sub.buf, &mut sub.seen, &mut r, now, measure_from)?;
+                        let used = consume(
+                            self.proto,
+                            &sub.buf,
+                            &mut sub.seen,
+                            &mut r,
+                            now,
+                            measure_from,
+                            &mut pings,
+                        )?;
                         sub.buf.drain(..used);
+                    }
+                    for _ in 0..pings {
+                        // A keep-alive answer is 6 bytes on an idle send buffer.
+                        sub.stream.write_all(b"PONG\r\n")?;
                     }
                 }
                 touched[sub.channel] = true;

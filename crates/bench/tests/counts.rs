@@ -1,9 +1,9 @@
 //! A short bench against a real corecast (the broker library, launched in-process on
-//! ephemeral loopback ports) and a real redis-server: every message is delivered once, in
-//! order, to every subscriber of its channel. No speed is asserted.
+//! ephemeral loopback ports), a real redis-server and a real nats-server: every message is
+//! delivered once, in order, to every subscriber of its channel. No speed is asserted.
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bench(target: SocketAddr, extra: &[&str]) -> serde_json::Value {
@@ -43,6 +43,15 @@ fn check(v: &serde_json::Value, subs_per_channel: u64) {
 }
 
 fn scenarios(target: SocketAddr) {
+    scenarios_with(target, &[]);
+}
+
+/// The same three runs, with `proto` arguments added to each.
+fn scenarios_with(target: SocketAddr, proto: &[&str]) {
+    let bench = |target, args: &[&str]| {
+        let all: Vec<&str> = args.iter().chain(proto).copied().collect();
+        bench(target, &all)
+    };
     check(
         &bench(
             target,
@@ -95,34 +104,46 @@ fn counts_add_up_against_corecast() {
     running.stop();
 }
 
-#[test]
-fn counts_add_up_against_redis_server() {
+/// Starts `program args...` with `--port`-style argument `port_flag` on a free port and waits
+/// until it accepts connections; the child is killed when the guard drops.
+fn start_server(program: &str, port_flag: &str, args: &[&str]) -> (Child, SocketAddr) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+    let child = Command::new(program)
+        .args(args)
+        .args([port_flag, &port.to_string()])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server (apt-get install redis-server)");
+        .unwrap_or_else(|e| panic!("{program} (apt-get install {program}): {e}"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
+        assert!(Instant::now() < deadline, "{program} did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (child, addr)
+}
+
+#[test]
+fn counts_add_up_against_redis_server() {
+    let (mut child, addr) = start_server(
+        "redis-server",
+        "--port",
+        &["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    );
     scenarios(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn counts_add_up_against_nats_server() {
+    let (mut child, addr) = start_server("nats-server", "-p", &["-a", "127.0.0.1"]);
+    scenarios_with(addr, &["--proto", "nats"]);
     let _ = child.kill();
     let _ = child.wait();
 }
