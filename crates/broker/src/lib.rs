@@ -1,6 +1,6 @@
 //! corecast's broker: shards, the channel table, interest, fan-out, outbound queues, stats.
 //!
-//! [`launch`] starts one pinned shard per CPU and returns once every shard listens.
+//! [`launch()`] starts one pinned shard per CPU and returns once every shard listens.
 
 pub mod config;
 pub mod conn;

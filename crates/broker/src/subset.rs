@@ -1,6 +1,6 @@
 //! The set of channel names one connection subscribes to. Most connections hold one or a few
 //! names, so the set is a plain vector (one small allocation) and grows a hash index only past
-//! [`INDEX_AT`] names; memory per idle subscriber is what this optimises.
+//! `INDEX_AT` names; memory per idle subscriber is what this optimises.
 
 use bytes::Bytes;
 
