@@ -168,3 +168,69 @@ fn protocol_errors_match_redis_and_close() {
         until_close(redis.addr, &big)
     );
 }
+
+/// Subcommand resolution (unknown subcommand and wrong counts before the subscribed-mode
+/// error, which names `pubsub|numsub`), PUBSUB HELP, AUTH and SELECT without a password or
+/// cluster, and client bytes inside error lines: one reply per command, compared byte for
+/// byte with redis-server.
+#[test]
+fn subcommands_auth_select_and_quoted_errors_match_redis() {
+    let script: &[&[&[u8]]] = &[
+        &[b"PUBSUB", b"a\r\nb"],
+        &[b"CLIENT", b"x\ry"],
+        &[b"PUBSUB", &[b'x'; 200]],
+        &[b"PUBSUB", b"ab\0cd"],
+        &[b"FOO\r\n", b"a\nb", b"c\0d"],
+        &[b"PUBSUB", b"CHANNELS", b"a", b"b"],
+        &[b"pubsub", b"Channels", b"a", b"b"],
+        &[b"PUBSUB", b"HELP"],
+        &[b"PUBSUB", b"help", b"x"],
+        &[b"PUBSUB", b"SHARDNUMSUB"],
+        &[b"CLIENT", b"KILL"],
+        &[b"AUTH", b"x"],
+        &[b"AUTH", b"default", b"x"],
+        &[b"AUTH", b"bob", b"x"],
+        &[b"AUTH", b"a", b"b", b"c"],
+        &[b"HELLO", b"02"],
+        &[b"HELLO", b"2", b"AUTH", b"bob", b"x"],
+        &[b"HELLO", b"2", b"SETNAME", b"a b"],
+        &[b"HELLO", b"2", b"SETNAME", b"n1", b"BAD"],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"SELECT", b"0"],
+        &[b"SELECT", b"15"],
+        &[b"SELECT", b"16"],
+        &[b"SELECT", b"-1"],
+        &[b"SELECT", b"x"],
+        &[b"SELECT", b"01"],
+        &[b"SELECT", b"99999999999"],
+        &[b"SELECT", b"1", b"2"],
+        &[b"SUBSCRIBE", b"a"],
+        &[b"PUBSUB", b"FOO"],
+        &[b"PUBSUB", b"NUMPAT", b"x"],
+        &[b"PUBSUB", b"CHANNELS", b"a", b"b"],
+        &[b"PUBSUB", b"HELP"],
+        &[b"PUBSUB", b"NUMSUB"],
+        &[b"CLIENT", b"GETNAME", b"x"],
+        &[b"CLIENT", b"LIST"],
+        &[b"CLIENT", b"FOO"],
+        &[b"AUTH", b"x"],
+        &[b"SELECT", b"0"],
+        &[b"RESET"],
+    ];
+    let run = |addr: SocketAddr| -> Vec<String> {
+        let mut c = RespConn::connect(addr);
+        script
+            .iter()
+            .map(|argv| {
+                c.cmd(argv);
+                String::from_utf8_lossy(&c.read_replies(1)).into_owned()
+            })
+            .collect()
+    };
+    let redis = RedisServer::start();
+    let want = run(redis.addr);
+    for shards in [1, 2] {
+        let server = Server::start(shards, &[]);
+        assert_eq!(run(server.resp), want, "{shards} shard(s)");
+    }
+}

@@ -1,7 +1,7 @@
 //! The Redis pub/sub front-end: RESP2 commands on a connection, byte-compatible with Redis 7.
 
 use bytes::Bytes;
-use corecast_proto::resp::{encode, parse_command, Args};
+use corecast_proto::resp::{encode, parse_command, string2ll, Args};
 
 use super::{PendingKind, Shard};
 use crate::conn::Life;
@@ -113,6 +113,67 @@ fn lower(name: &[u8]) -> String {
     String::from_utf8_lossy(name).to_ascii_lowercase()
 }
 
+/// A client argument as Redis's `%.128s` prints it: up to the first NUL, at most 128 bytes.
+fn c_str(arg: &[u8], max: usize) -> &[u8] {
+    let end = arg
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(arg.len())
+        .min(max);
+    &arg[..end]
+}
+
+/// Redis's arity of a container command's subcommand (argv counted from the command name;
+/// negative: at least that many), or `None` if Redis 7 has no such subcommand. Redis
+/// resolves the subcommand before anything else, so an unknown one or a wrong count is
+/// answered first, and the subscribed-mode error names `pubsub|numsub` rather than `pubsub`.
+fn subcommand_arity(cmd: &str, sub: &str) -> Option<i8> {
+    match (cmd, sub) {
+        ("pubsub", "channels" | "numsub" | "shardchannels" | "shardnumsub") => Some(-2),
+        ("pubsub", "numpat" | "help") => Some(2),
+        (
+            "client",
+            "getname" | "getredir" | "help" | "id" | "info" | "trackinginfo" | "unpause",
+        ) => Some(2),
+        ("client", "caching" | "no-evict" | "no-touch" | "reply" | "setname") => Some(3),
+        ("client", "setinfo") => Some(4),
+        ("client", "list") => Some(-2),
+        ("client", "kill" | "pause" | "tracking" | "unblock") => Some(-3),
+        _ => None,
+    }
+}
+
+/// Whether `argc` arguments satisfy Redis arity `arity`.
+fn arity_accepts(arity: i8, argc: usize) -> bool {
+    if arity < 0 {
+        argc >= arity.unsigned_abs() as usize
+    } else {
+        argc == arity as usize
+    }
+}
+
+/// Redis 7's `PUBSUB HELP`, line for line.
+const PUBSUB_HELP: &[&str] = &[
+    "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CHANNELS [<pattern>]",
+    "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT",
+    "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]",
+    "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+    "SHARDCHANNELS [<pattern>]",
+    "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+    "SHARDNUMSUB [<shardchannel> ...]",
+    "    Return the number of subscribers for the specified shard level channel(s)",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// The databases Redis has by default (`databases 16`). Pub/sub ignores the selected
+/// database in Redis, so SELECT only has to accept what Redis accepts.
+const DATABASES: i64 = 16;
+
 impl Shard {
     /// Parses and runs as many complete commands as `data` holds; returns bytes consumed.
     pub(super) fn resp_process(&mut self, key: usize, data: &[u8]) -> usize {
@@ -166,7 +227,27 @@ impl Shard {
     }
 
     fn reply_error(&mut self, key: usize, msg: &str) {
-        self.reply_with(key, |b| encode::error(b, msg.as_bytes()));
+        self.reply_error_bytes(key, msg.as_bytes());
+    }
+
+    fn reply_error_bytes(&mut self, key: usize, msg: &[u8]) {
+        self.reply_with(key, |b| encode::error(b, msg));
+    }
+
+    /// `unknown subcommand 'x'. Try PUBSUB HELP.`, with `x` as the client sent it.
+    fn unknown_subcommand(&mut self, key: usize, cmd: &str, sub: &[u8]) {
+        let mut m = b"ERR unknown subcommand '".to_vec();
+        m.extend_from_slice(c_str(sub, 128));
+        m.extend_from_slice(format!("'. Try {} HELP.", cmd.to_ascii_uppercase()).as_bytes());
+        self.reply_error_bytes(key, &m);
+    }
+
+    /// Redis's `addReplySubcommandSyntaxError`: a known subcommand with arguments it rejects.
+    fn subcommand_syntax_error(&mut self, key: usize, cmd: &str, sub: &[u8]) {
+        let mut m = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
+        m.extend_from_slice(c_str(sub, 128));
+        m.extend_from_slice(format!("'. Try {} HELP.", cmd.to_ascii_uppercase()).as_bytes());
+        self.reply_error_bytes(key, &m);
     }
 
     fn arity_error(&mut self, key: usize, cmd: &str) {
@@ -196,7 +277,8 @@ impl Shard {
             "publish" | "spublish" => Some((3, 3)),
             "pubsub" | "client" => Some((2, 0)),
             "ping" | "quit" | "hello" => Some((1, 0)),
-            "echo" => Some((2, 2)),
+            "echo" | "select" => Some((2, 2)),
+            "auth" => Some((2, 0)),
             "reset" => Some((1, 1)),
             _ => None,
         };
@@ -212,7 +294,26 @@ impl Shard {
             self.arity_error(key, cmd);
             return;
         }
-        if self.conns[key].resp.subscribed() && !SUBSCRIBED_OK.contains(&cmd.as_bytes()) {
+        let subscribed = self.conns[key].resp.subscribed();
+        if cmd == "pubsub" || cmd == "client" {
+            let raw = args.get(1).unwrap_or_default();
+            let sub = lower(raw);
+            match subcommand_arity(cmd, &sub) {
+                None => {
+                    self.unknown_subcommand(key, cmd, raw);
+                    return;
+                }
+                Some(a) if !arity_accepts(a, argc) => {
+                    self.arity_error(key, &format!("{cmd}|{sub}"));
+                    return;
+                }
+                Some(_) if subscribed => {
+                    self.not_in_subscribed_mode(key, &format!("{cmd}|{sub}"));
+                    return;
+                }
+                Some(_) => {}
+            }
+        } else if subscribed && !SUBSCRIBED_OK.contains(&cmd.as_bytes()) {
             self.not_in_subscribed_mode(key, cmd);
             return;
         }
@@ -242,6 +343,8 @@ impl Shard {
             }
             "hello" => self.cmd_hello(key, args),
             "client" => self.cmd_client(key, args),
+            "auth" => self.cmd_auth(key, args),
+            "select" => self.cmd_select(key, args),
             _ => unreachable!("every command with an arity is dispatched"),
         }
     }
@@ -255,22 +358,25 @@ impl Shard {
         );
     }
 
+    /// Redis's `unknown command 'x', with args beginning with: 'a' 'b' `, built from bytes
+    /// the way its `%.128s` / `%.*s` formats do (at most 128 bytes of arguments, each cut at
+    /// a NUL).
     fn unknown_command(&mut self, key: usize, args: &Args) {
-        let name = String::from_utf8_lossy(args.get(0).unwrap_or_default());
-        let name: String = name.chars().take(128).collect();
-        let mut rest = String::new();
+        let mut m = b"ERR unknown command '".to_vec();
+        m.extend_from_slice(c_str(args.get(0).unwrap_or_default(), 128));
+        m.extend_from_slice(b"', with args beginning with: ");
+        let mut rest = Vec::new();
         for a in args.iter().skip(1) {
             if rest.len() >= 128 {
                 break;
             }
             let room = 128 - rest.len();
-            let a = String::from_utf8_lossy(a);
-            let a: String = a.chars().take(room).collect();
-            rest.push_str(&format!("'{a}' "));
+            rest.push(b'\'');
+            rest.extend_from_slice(c_str(a, room));
+            rest.extend_from_slice(b"' ");
         }
-        let msg = format!("ERR unknown command '{name}', with args beginning with: {rest}")
-            .replace(['\r', '\n'], " ");
-        self.reply_error(key, &msg);
+        m.extend_from_slice(&rest);
+        self.reply_error_bytes(key, &m);
     }
 
     fn cmd_subscribe(&mut self, key: usize, args: &Args, ns: Ns) {
@@ -466,29 +572,29 @@ impl Shard {
                     PendingKind::NumSub(names, zeros),
                 );
             }
-            "numpat" if argc == 2 => {
+            "numpat" => {
                 let n = self.patterns.len() as i64;
                 self.reply_with(key, |b| encode::integer(b, n));
             }
-            "channels" | "shardchannels" | "numpat" => {
-                self.arity_error(key, &format!("pubsub|{sub}"));
-            }
+            "help" => self.reply_with(key, |b| {
+                encode::array_header(b, PUBSUB_HELP.len());
+                for line in PUBSUB_HELP {
+                    encode::simple(b, line.as_bytes());
+                }
+            }),
             _ => {
-                let raw = String::from_utf8_lossy(args.get(1).unwrap_or_default()).into_owned();
-                self.reply_error(
-                    key,
-                    &format!("ERR unknown subcommand '{raw}'. Try PUBSUB HELP."),
-                );
+                // Known (resp_exec checked), but not with these arguments: CHANNELS with
+                // more than one pattern.
+                self.subcommand_syntax_error(key, "pubsub", args.get(1).unwrap_or_default());
             }
         }
     }
 
+    /// HELLO [protover [AUTH username password] [SETNAME name]]. Options take effect one by
+    /// one as Redis 7.0 applies them: a name set before a bad option stays set.
     fn cmd_hello(&mut self, key: usize, args: &Args) {
         if let Some(v) = args.get(1) {
-            match std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-            {
+            match string2ll(v) {
                 Some(2) => {}
                 Some(_) => {
                     self.reply_error(key, "NOPROTO unsupported protocol version");
@@ -505,8 +611,15 @@ impl Shard {
         }
         let mut i = 2;
         while i < args.len() {
-            let opt = lower(args.get(i).unwrap_or_default());
-            if opt == "setname" && i + 1 < args.len() {
+            let opt = args.get(i).unwrap_or_default();
+            let more = args.len() - 1 - i;
+            if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {
+                if !default_user_accepts(args.get(i + 1).unwrap_or_default()) {
+                    self.reply(key, WRONGPASS);
+                    return;
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
                 let name = args.get(i + 1).unwrap_or_default();
                 if !valid_client_name(name) {
                     self.reply_error(
@@ -515,13 +628,14 @@ impl Shard {
                     );
                     return;
                 }
-                self.conns[key].resp.name = Some(Bytes::copy_from_slice(name));
+                self.conns[key].resp.name =
+                    (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
                 i += 2;
-            } else if opt == "auth" && i + 2 < args.len() {
-                i += 3;
             } else {
-                let raw = String::from_utf8_lossy(args.get(i).unwrap_or_default()).into_owned();
-                self.reply_error(key, &format!("ERR Syntax error in HELLO option '{raw}'"));
+                let mut m = b"ERR Syntax error in HELLO option '".to_vec();
+                m.extend_from_slice(c_str(opt, usize::MAX));
+                m.push(b'\'');
+                self.reply_error_bytes(key, &m);
                 return;
             }
         }
@@ -581,18 +695,51 @@ impl Shard {
                 let id = self.conns[key].client_id as i64;
                 self.reply_with(key, |b| encode::integer(b, id));
             }
-            ("setname" | "getname" | "setinfo" | "id", _) => {
-                self.arity_error(key, &format!("client|{sub}"))
-            }
-            _ => {
-                let raw = String::from_utf8_lossy(args.get(1).unwrap_or_default()).into_owned();
-                self.reply_error(
-                    key,
-                    &format!("ERR unknown subcommand '{raw}'. Try CLIENT HELP."),
-                );
-            }
+            // Redis has these; corecast does not (resp_exec checked the arity already).
+            _ => self.unknown_subcommand(key, "client", args.get(1).unwrap_or_default()),
         }
     }
+
+    /// AUTH as Redis answers it with no password configured: the one-argument form is an
+    /// error saying so, and the default user accepts any password. A client configured with
+    /// a password hears clearly that this broker has none.
+    fn cmd_auth(&mut self, key: usize, args: &Args) {
+        match args.len() {
+            2 => self.reply_error(
+                key,
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+            3 if default_user_accepts(args.get(1).unwrap_or_default()) => {
+                self.reply(key, b"+OK\r\n")
+            }
+            3 => self.reply(key, WRONGPASS),
+            _ => self.reply_error(key, "ERR syntax error"),
+        }
+    }
+
+    /// SELECT: Redis's pub/sub ignores the database, so clients that select one (node-redis's
+    /// `database` option) work unchanged; indexes outside Redis's default 16 fail as there.
+    fn cmd_select(&mut self, key: usize, args: &Args) {
+        match string2ll(args.get(1).unwrap_or_default()) {
+            Some(db) if (0..DATABASES).contains(&db) => self.reply(key, b"+OK\r\n"),
+            Some(db) if i32::try_from(db).is_ok() => {
+                self.reply_error(key, "ERR DB index is out of range")
+            }
+            Some(_) => self.reply_error(
+                key,
+                "ERR value is out of range, value must between -2147483648 and 2147483647",
+            ),
+            None => self.reply_error(key, "ERR value is not an integer or out of range"),
+        }
+    }
+}
+
+/// Redis's reply to credentials the default user (no password set) does not take.
+const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+
+/// With no password configured, Redis's only user is `default`, and it takes any password.
+fn default_user_accepts(user: &[u8]) -> bool {
+    user == b"default"
 }
 
 /// Redis allows printable ASCII without spaces in client names.

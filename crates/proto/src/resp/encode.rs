@@ -16,7 +16,12 @@ pub fn simple(out: &mut Vec<u8>, s: &[u8]) {
 /// `-<msg>\r\n`; `msg` carries its own prefix (`ERR ...`, `NOPROTO ...`).
 pub fn error(out: &mut Vec<u8>, msg: &[u8]) {
     out.push(b'-');
-    out.extend_from_slice(msg);
+    // An error is one line: client bytes quoted in it (a subcommand, a command name) must
+    // not end it early and forge a reply. Redis maps CR and LF to spaces the same way.
+    out.extend(msg.iter().map(|&b| match b {
+        b'\r' | b'\n' => b' ',
+        b => b,
+    }));
     out.extend_from_slice(b"\r\n");
 }
 
@@ -135,6 +140,13 @@ mod tests {
             b"*4\r\n$8\r\npmessage\r\n$2\r\nc*\r\n$2\r\nch\r\n$0\r\n\r\n"
         );
         assert_eq!(v.len(), pmessage_len(2, 2, 0));
+    }
+
+    #[test]
+    fn an_error_stays_one_line() {
+        let mut v = Vec::new();
+        error(&mut v, b"ERR unknown subcommand 'a\r\n+OK'");
+        assert_eq!(v, b"-ERR unknown subcommand 'a  +OK'\r\n");
     }
 
     #[test]

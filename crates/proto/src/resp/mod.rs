@@ -9,5 +9,5 @@ pub mod encode;
 mod parse;
 mod split;
 
-pub use parse::{parse_command, Args, Limits, ProtocolError};
+pub use parse::{parse_command, string2ll, Args, Limits, ProtocolError};
 pub use split::split_args;

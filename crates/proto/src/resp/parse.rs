@@ -285,7 +285,9 @@ fn parse_inline(
 }
 
 /// Redis's strict `string2ll`: optional `-`, no `+`, no leading zeros, no spaces, fits i64.
-fn string2ll(s: &[u8]) -> Option<i64> {
+/// Commands that take an integer argument (HELLO's protocol version, SELECT's index) read it
+/// this way too, so "02" or "+2" fail as they do in Redis.
+pub fn string2ll(s: &[u8]) -> Option<i64> {
     match s {
         [] => None,
         [b'0'] => Some(0),
