@@ -113,14 +113,26 @@ pub fn response(
     body: &[u8],
     keep_alive: bool,
 ) {
+    response_head(out, status, reason, content_type, body.len(), keep_alive);
+    out.extend_from_slice(body);
+}
+
+/// Appends the status line and headers of [`response`] alone: the answer to a HEAD request,
+/// whose `Content-Length` is that of the body a GET would get.
+pub fn response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    content_length: usize,
+    keep_alive: bool,
+) {
     use std::io::Write;
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\nCache-Control: no-store\r\n\r\n",
-        body.len(),
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: {}\r\nCache-Control: no-store\r\n\r\n",
         if keep_alive { "keep-alive" } else { "close" }
     );
-    out.extend_from_slice(body);
 }
 
 #[cfg(test)]

@@ -132,3 +132,55 @@ fn too_many_clients_get_redis_error() {
     });
     still_serving(&mut server);
 }
+
+/// Writes `chunk` over and over for up to `total` bytes, never reading; returns how much
+/// the server let in before TCP flow control stopped the writes for 300 ms.
+fn write_without_reading(stream: &mut TcpStream, chunk: &[u8], total: usize) -> usize {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut written = 0;
+    while written < total {
+        match stream.write(chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// A client that pipelines commands and never reads its replies is paused at
+/// `max_pending_bytes` of replies, subscribed or not, RESP or HTTP: its input stops being
+/// read (TCP pushes back on it) instead of its replies growing in the broker without bound.
+/// Everyone else keeps being served.
+#[test]
+fn pipelining_without_reading_is_paused_not_buffered() {
+    let mut server = Server::start(
+        1,
+        &["--max-pending-bytes", "131072", "--max-bulk-len", "65536"],
+    );
+    const TOTAL: usize = 256 << 20;
+    // Unpaused, all 256 MiB would go in and ~370 MiB of replies would pile up.
+    const BOUND: usize = 64 << 20;
+
+    let mut sub = RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"quiet"]);
+    sub.read_replies(1);
+    let pings = b"*1\r\n$4\r\nPING\r\n".repeat(4096);
+    let n = write_without_reading(&mut sub.stream, &pings, TOTAL);
+    assert!(n < BOUND, "subscribed client pushed {n} bytes of PINGs in");
+
+    let mut plain = RespConn::connect(server.resp);
+    let echo = b"*2\r\n$4\r\nECHO\r\n$16\r\n0123456789abcdef\r\n".repeat(2048);
+    let n = write_without_reading(&mut plain.stream, &echo, TOTAL);
+    assert!(n < BOUND, "client pushed {n} bytes of ECHOs in");
+
+    let mut http = TcpStream::connect(server.http).unwrap();
+    let gets = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1024);
+    let n = write_without_reading(&mut http, &gets, TOTAL);
+    assert!(n < BOUND, "HTTP client pushed {n} bytes of requests in");
+
+    still_serving(&mut server);
+    let (status, _) = support::http_get(server.http, "/stats");
+    assert_eq!(status, 200);
+}

@@ -42,6 +42,37 @@ fn healthz_stats_and_404() {
     }
 }
 
+/// HEAD answers GET's status and headers without the body, so a keep-alive client reads the
+/// next response from the right byte; POST to a stats route is 405.
+#[test]
+fn head_has_no_body_and_keeps_the_connection_in_step() {
+    let server = Server::start(1, &[]);
+    let mut s = std::net::TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stats HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut all).unwrap();
+    let text = String::from_utf8(all).unwrap();
+    let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(responses.len(), 4, "{text}");
+    assert!(responses[0].starts_with("200 OK\r\n"), "{text}");
+    assert!(responses[0].contains("Content-Length: 3\r\n"), "{text}");
+    assert!(
+        responses[0].ends_with("\r\n\r\n"),
+        "HEAD carried a body: {text}"
+    );
+    assert!(responses[1].starts_with("200 OK\r\n"), "{text}");
+    assert!(
+        responses[1].ends_with("\r\n\r\n"),
+        "HEAD carried a body: {text}"
+    );
+    assert!(responses[2].ends_with("\r\n\r\nok\n"), "{text}");
+    assert!(responses[3].starts_with("405 "), "{text}");
+}
+
 #[test]
 fn latency_histograms_fill_with_traffic() {
     let server = Server::start(1, &[]);

@@ -251,11 +251,25 @@ impl Shard {
         }
     }
 
-    /// Why a connection must not parse more input now, if any.
+    /// Whether a connection must not parse more input now.
+    ///
+    /// Every command's reply lands in the connection's own queue, so a client that pipelines
+    /// commands without reading its replies is paused once `max_pending_bytes` are queued,
+    /// subscribed or not, RESP or HTTP: its replies never grow without bound. (A subscriber's
+    /// deliveries meet the same cap in the slow-consumer policy.) RESP input also waits while
+    /// another shard's ring is congested or the client has too many publishes in flight; HTTP
+    /// does not, so `/stats` stays readable while publishers are held back.
     pub(super) fn must_pause(&self, conn: &Conn) -> bool {
-        self.shared.congested.load(Ordering::Relaxed) > 0
-            || conn.out.held() >= self.cfg.max_inflight_publishes
-            || (!conn.resp.subscribed() && conn.out.queued_bytes() >= self.cfg.max_pending_bytes)
+        if conn.out.queued_bytes() >= self.cfg.max_pending_bytes {
+            return true;
+        }
+        match conn.proto {
+            Protocol::Http => false,
+            Protocol::Resp => {
+                self.shared.congested.load(Ordering::Relaxed) > 0
+                    || conn.out.held() >= self.cfg.max_inflight_publishes
+            }
+        }
     }
 
     pub(super) fn resume_stalled(&mut self) {

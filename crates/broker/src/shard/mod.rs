@@ -158,6 +158,8 @@ pub struct Shard {
     args: Args,
     limits: Limits,
     scratch: Vec<u8>,
+    /// Rendered `/stats` and `/metrics` bodies and when they were rendered (see `http.rs`).
+    stats_bodies: http::RenderedStats,
     counters: Counters,
     latency: Latencies,
     timer: Box<types::Timespec>,
@@ -215,6 +217,7 @@ impl Shard {
             args: Args::new(),
             limits,
             scratch: Vec::with_capacity(256),
+            stats_bodies: http::RenderedStats::default(),
             counters: Counters::default(),
             latency: Latencies::new(),
             timer: Box::new(types::Timespec::new().nsec(cfg.stats_interval_ms as u32 * 1_000_000)),
