@@ -42,6 +42,14 @@ impl Running {
     pub fn shards(&self) -> usize {
         self.threads.len()
     }
+
+    /// A shard whose thread ended without being asked to stop, if any.
+    pub fn failed_shard(&self) -> Option<usize> {
+        if self.shared.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.threads.iter().position(|t| t.is_finished())
+    }
 }
 
 /// Why the broker could not start.
@@ -87,10 +95,12 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
         Listener {
             fd: first_resp,
             proto: Protocol::Resp,
+            backing_off: false,
         },
         Listener {
             fd: first_http,
             proto: Protocol::Http,
+            backing_off: false,
         },
     ]);
     for _ in 1..shards {
@@ -100,10 +110,12 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
             Listener {
                 fd: r,
                 proto: Protocol::Resp,
+                backing_off: false,
             },
             Listener {
                 fd: h,
                 proto: Protocol::Http,
+                backing_off: false,
             },
         ]);
     }

@@ -37,6 +37,9 @@ pub struct Counters {
     pub accepted: u64,
     /// Connections refused by `max_connections`.
     pub rejected_connections: u64,
+    /// Accepts that failed (out of descriptors or memory: accepting pauses until the next
+    /// stats tick).
+    pub accept_errors: u64,
     /// Protocol errors (connection closed after the error reply).
     pub protocol_errors: u64,
     /// Connections closed for holding more unparsed input than allowed.
@@ -50,7 +53,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 18] {
+    fn fields(&self) -> [(&'static str, u64, bool); 19] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -70,6 +73,7 @@ impl Counters {
             ("sq_stalls", self.sq_stalls, false),
             ("accepted", self.accepted, false),
             ("rejected_connections", self.rejected_connections, false),
+            ("accept_errors", self.accept_errors, false),
             ("protocol_errors", self.protocol_errors, false),
             ("input_overflows", self.input_overflows, false),
             ("recv_no_buffers", self.recv_no_buffers, false),
@@ -94,6 +98,7 @@ impl Counters {
             sq_stalls,
             accepted,
             rejected_connections,
+            accept_errors,
             protocol_errors,
             input_overflows,
             recv_no_buffers,

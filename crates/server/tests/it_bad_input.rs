@@ -184,3 +184,64 @@ fn pipelining_without_reading_is_paused_not_buffered() {
     let (status, _) = support::http_get(server.http, "/stats");
     assert_eq!(status, 200);
 }
+
+/// Sends `GET /stats` on a kept-alive connection and returns the parsed body.
+fn stats_over(conn: &mut TcpStream) -> serde_json::Value {
+    use std::io::Read;
+    conn.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0, "stats connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len: usize = text[..head_end]
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("Content-Length");
+            if buf.len() >= head_end + 4 + len {
+                return serde_json::from_slice(&buf[head_end + 4..head_end + 4 + len]).unwrap();
+            }
+        }
+    }
+}
+
+/// Out of file descriptors, the broker stops accepting until the next tick instead of
+/// spinning on a failing accept; it counts the failures, keeps serving who it has, and
+/// accepts the waiting clients once descriptors are free again.
+#[test]
+fn running_out_of_descriptors_backs_off_and_recovers() {
+    let mut server = Server::start_limited(1, &[], Some(64));
+    let mut stats = TcpStream::connect(server.http).unwrap();
+    stats
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(stats_over(&mut stats)["total"]["accept_errors"], 0);
+    let mut clients: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(server.resp).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let errors = stats_over(&mut stats)["total"]["accept_errors"]
+        .as_u64()
+        .unwrap();
+    // One failed accept per tick (100 ms), not a busy loop of them.
+    assert!(
+        (1..200).contains(&errors),
+        "{errors} failed accepts in 1.5 s"
+    );
+    // Free descriptors: every client still waiting is accepted and served.
+    clients.drain(..60);
+    for c in clients.iter_mut() {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"PING\r\n").unwrap();
+        let mut pong = [0u8; 7];
+        std::io::Read::read_exact(c, &mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+    drop(clients);
+    still_serving(&mut server);
+}

@@ -57,7 +57,26 @@ impl Shard {
         if res >= 0 {
             self.new_conn(res, self.listeners[idx].proto);
         } else {
-            tracing::warn!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed");
+            self.counters.accept_errors += 1;
+            if matches!(
+                -res,
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+            ) {
+                // The connection stays in the backlog, so accepting again at once fails
+                // again at once: a busy loop. Retry at the next timer tick instead, when
+                // closing clients may have freed descriptors.
+                if !self.listeners[idx].backing_off {
+                    tracing::warn!(
+                        shard = self.id,
+                        error = %std::io::Error::from_raw_os_error(-res),
+                        retry_ms = self.cfg.stats_interval_ms,
+                        "accept failed; pausing accepts (raise the open-files limit or lower max_connections)"
+                    );
+                }
+                self.listeners[idx].backing_off = true;
+                return;
+            }
+            tracing::debug!(shard = self.id, error = %std::io::Error::from_raw_os_error(-res), "accept failed");
         }
         if !cqueue::more(flags) {
             self.arm_accept(idx);

@@ -75,6 +75,8 @@ pub struct Listener {
     pub fd: RawFd,
     /// What it speaks.
     pub proto: Protocol,
+    /// Accepting stopped for lack of descriptors or memory; the timer re-arms it.
+    pub backing_off: bool,
 }
 
 /// Kinds of operation, stored in the top byte of `user_data`.
@@ -316,6 +318,11 @@ impl Shard {
     }
 
     fn on_timer(&mut self) {
+        for idx in 0..self.listeners.len() {
+            if std::mem::take(&mut self.listeners[idx].backing_off) && !self.stopping {
+                self.arm_accept(idx);
+            }
+        }
         self.publish_stats();
         if !self.stopping && self.shared.stop.load(Ordering::Relaxed) {
             self.begin_shutdown();
@@ -335,7 +342,11 @@ impl Shard {
         self.stopping = true;
         self.stop_deadline_ns = self.now_ns + self.cfg.shutdown_timeout_ms * 1_000_000;
         for l in std::mem::take(&mut self.listeners) {
-            // The multishot accept ends with the listener; new connections are refused.
+            // shutdown(2) takes the socket out of the listening state at once, which ends
+            // the multishot accept (closing alone would not: the ring holds a reference)
+            // and resets connections still in its backlog; new ones are refused.
+            // SAFETY: our own listening socket.
+            unsafe { libc::shutdown(l.fd, libc::SHUT_RDWR) };
             let e = opcode::Close::new(types::Fd(l.fd))
                 .build()
                 .user_data(token::make(token::WAKE, 0, 0));

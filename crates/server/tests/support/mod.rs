@@ -19,6 +19,11 @@ pub struct Server {
 impl Server {
     /// Starts corecast with `shards` shards and extra arguments.
     pub fn start(shards: usize, extra: &[&str]) -> Server {
+        Self::start_limited(shards, extra, None)
+    }
+
+    /// Starts corecast with its open-files limit (soft and hard) set to `nofile`, if given.
+    pub fn start_limited(shards: usize, extra: &[&str], nofile: Option<u64>) -> Server {
         let stderr_path = std::env::temp_dir().join(format!(
             "corecast-test-{}-{}.log",
             std::process::id(),
@@ -35,12 +40,25 @@ impl Server {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn corecast");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
+        cmd.args(&args).stdout(Stdio::piped()).stderr(stderr);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn corecast");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
