@@ -2,6 +2,7 @@
 
 pub use crate::subset::SubSet;
 use bytes::Bytes;
+use corecast_proto::resp::Resume;
 
 use crate::outbound::Outbound;
 use crate::tables::ConnRef;
@@ -82,6 +83,9 @@ pub struct Conn {
     pub life: Life,
     /// Bytes received but not yet parsed (empty, and unallocated, for idle connections).
     pub inbuf: Vec<u8>,
+    /// How far the incomplete RESP command at the front of `inbuf` has been framed, so each
+    /// receive frames only what it added (default whenever `inbuf` holds no partial command).
+    pub resume: Resume,
     /// Outbound queue.
     pub out: Outbound,
     /// A multishot receive is armed.
@@ -120,6 +124,7 @@ impl Conn {
             proto,
             life: Life::Open,
             inbuf: Vec::new(),
+            resume: Resume::default(),
             out: Outbound::default(),
             recv_armed: false,
             recv_cancelling: false,

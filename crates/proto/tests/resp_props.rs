@@ -1,7 +1,7 @@
 //! Property tests: the RESP parser against the encoder, and against arbitrary bytes.
 
 use corecast_proto::glob::glob_match;
-use corecast_proto::resp::{encode, parse_command, Args, Limits};
+use corecast_proto::resp::{encode, parse_command, parse_command_resuming, Args, Limits, Resume};
 use proptest::prelude::*;
 
 /// Redis's `stringmatchlen` without the skip-longer-matches shortcut and without the
@@ -108,6 +108,40 @@ proptest! {
         for cut in 0..wire.len() {
             prop_assert_eq!(parse_command(&wire[..cut], &Limits::default(), &mut args), Ok(None));
         }
+    }
+
+    /// Bytes arriving in arbitrary pieces, parsed with one kept `Resume` as the broker does,
+    /// give exactly what parsing the whole input at once gives: the same commands, or the
+    /// same error at the same point.
+    #[test]
+    fn resuming_matches_parsing_whole(
+        argv in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 1..12),
+        tail in prop::collection::vec(any::<u8>(), 0..16),
+        cuts in prop::collection::vec(1usize..40, 1..64),
+    ) {
+        let limits = Limits { max_bulk_len: 20, max_multibulk_len: 10, max_inline_len: 64 };
+        let mut input = encode_argv(&argv);
+        // Keep some commands whole, break others with garbage in place of their end.
+        if tail.first().is_some_and(|b| b % 2 == 0) {
+            let keep = input.len() * 2 / 3;
+            input.truncate(keep);
+            input.extend_from_slice(&tail);
+        }
+        let mut whole_args = Args::new();
+        let whole = parse_command(&input, &limits, &mut whole_args);
+        let mut args = Args::new();
+        let mut resume = Resume::default();
+        let mut have = 0;
+        let mut got = Ok(None);
+        for step in cuts.iter().cycle() {
+            have = (have + step).min(input.len());
+            got = parse_command_resuming(&input[..have], &limits, &mut args, &mut resume);
+            if !matches!(got, Ok(None)) || have == input.len() {
+                break;
+            }
+        }
+        prop_assert_eq!(&got, &whole);
+        prop_assert!(args.iter().eq(whole_args.iter()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The Redis pub/sub front-end: RESP2 commands on a connection, byte-compatible with Redis 7.
 
 use bytes::Bytes;
-use corecast_proto::resp::{encode, parse_command, string2ll, Args};
+use corecast_proto::resp::{encode, parse_command_resuming, string2ll, Args};
 
 use super::{PendingKind, Shard};
 use crate::conn::Life;
@@ -178,13 +178,16 @@ impl Shard {
     /// Parses and runs as many complete commands as `data` holds; returns bytes consumed.
     pub(super) fn resp_process(&mut self, key: usize, data: &[u8]) -> usize {
         let mut args = std::mem::replace(&mut self.args, Args::new());
+        // `data` starts where the incomplete command of the last call started (see
+        // `Conn::resume`); each complete command resets it.
+        let mut resume = self.conns[key].resume;
         let mut pos = 0;
         while pos < data.len() {
             if self.must_pause(&self.conns[key]) {
                 self.stall(key);
                 break;
             }
-            match parse_command(&data[pos..], &self.limits, &mut args) {
+            match parse_command_resuming(&data[pos..], &self.limits, &mut args, &mut resume) {
                 Ok(Some(n)) => {
                     pos += n;
                     if !args.is_empty() {
@@ -210,6 +213,9 @@ impl Shard {
             }
         }
         self.args = args;
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.resume = resume;
+        }
         pos
     }
 

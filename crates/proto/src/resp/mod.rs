@@ -9,5 +9,7 @@ pub mod encode;
 mod parse;
 mod split;
 
-pub use parse::{parse_command, string2ll, Args, Limits, ProtocolError};
+pub use parse::{
+    parse_command, parse_command_resuming, string2ll, Args, Limits, ProtocolError, Resume,
+};
 pub use split::split_args;

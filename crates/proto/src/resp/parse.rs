@@ -160,6 +160,23 @@ impl ProtocolError {
     }
 }
 
+/// How far a partly received multibulk command has been framed, so that the next call,
+/// given the same bytes plus more, continues from there instead of starting over.
+///
+/// Without it every receive re-frames the whole incomplete command: a client trickling a
+/// `*150000` command of tiny arguments a few bytes at a time would make the broker re-read
+/// up to `max_unparsed_bytes` per packet, quadratic work that can hold a shard. Redis keeps
+/// the same state (`multibulklen`, the read position) per client. It is 8 bytes; the caller
+/// keeps one per connection and must reset it (`Resume::default()`) whenever the bytes it
+/// passes stop starting where the incomplete command starts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Offset of the first argument header not yet framed (0: nothing framed).
+    pos: u32,
+    /// Arguments framed before `pos`.
+    done: u32,
+}
+
 /// Parses one command from the start of `input` into `args` (cleared first).
 ///
 /// `Ok(Some(n))`: a whole command used the first `n` bytes (`n > 0`; `args` may be empty,
@@ -178,12 +195,27 @@ pub fn parse_command(
     limits: &Limits,
     args: &mut Args,
 ) -> Result<Option<usize>, ProtocolError> {
+    parse_command_resuming(input, limits, args, &mut Resume::default())
+}
+
+/// [`parse_command`] that keeps, in `resume`, how far an incomplete multibulk command was
+/// framed, and continues from there on the next call. Results are the same as
+/// `parse_command`'s for the same bytes; only the work differs.
+pub fn parse_command_resuming(
+    input: &[u8],
+    limits: &Limits,
+    args: &mut Args,
+    resume: &mut Resume,
+) -> Result<Option<usize>, ProtocolError> {
     args.clear();
     let r = match input.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(input, limits, args),
+        Some(b'*') => parse_multibulk(input, limits, args, resume),
         Some(_) => parse_inline(input, limits, args),
     };
+    if !matches!(r, Ok(None)) {
+        *resume = Resume::default();
+    }
     if !matches!(r, Ok(Some(_))) {
         args.clear();
     }
@@ -213,6 +245,7 @@ fn parse_multibulk(
     input: &[u8],
     limits: &Limits,
     args: &mut Args,
+    resume: &mut Resume,
 ) -> Result<Option<usize>, ProtocolError> {
     let cr = match find_line(input, b'\r', limits.max_inline_len) {
         Line::At(cr) => cr,
@@ -228,38 +261,74 @@ fn parse_multibulk(
     let count = string2ll(&input[1..cr])
         .filter(|&n| n <= limits.max_multibulk_len as i64)
         .ok_or(ProtocolError::InvalidMultibulkLength)?;
-    let mut pos = cr + 2;
+    let first = cr + 2;
     if count <= 0 {
-        return Ok(Some(pos));
+        return Ok(Some(first));
     }
-    for _ in 0..count {
-        let rest = &input[pos..];
-        let cr = match find_line(rest, b'\r', limits.max_inline_len) {
-            Line::At(cr) => cr,
-            Line::Missing if rest.len() > limits.max_inline_len => {
-                return Err(ProtocolError::TooBigBulkCount)
-            }
-            Line::Missing => return Ok(None),
+    let count = count as usize;
+    // Continue where the last call stopped, if it stopped inside these bytes.
+    let (mut pos, done) = match (resume.pos as usize, resume.done as usize) {
+        (p, d) if p >= first && p <= input.len() && d < count => (p, d),
+        _ => (first, 0),
+    };
+    for i in done..count {
+        let Some(end) = frame_bulk(input, pos, limits)? else {
+            // `i` < count <= max_multibulk_len; an offset past u32 (a caller buffering
+            // gigabytes) just forgoes resuming.
+            *resume = match (u32::try_from(pos), u32::try_from(i)) {
+                (Ok(pos), Ok(done)) => Resume { pos, done },
+                _ => Resume::default(),
+            };
+            return Ok(None);
         };
-        if cr + 2 > rest.len() {
-            return Ok(None);
-        }
-        // `cr` may be 0 (an empty line): then rest[0] is the CR itself.
-        if rest[0] != b'$' {
-            return Err(ProtocolError::ExpectedDollar(rest[0]));
-        }
-        let len = string2ll(&rest[1..cr])
-            .filter(|&n| n >= 0 && n as u64 <= limits.max_bulk_len as u64)
-            .ok_or(ProtocolError::InvalidBulkLength)? as usize;
-        let start = pos + cr + 2;
-        // Redis skips the two bytes after the data without checking them; so do we.
-        if (input.len() - start) < len.saturating_add(2) {
-            return Ok(None);
-        }
-        args.push(&input[start..start + len]);
-        pos = start + len + 2;
+        pos = end;
     }
+    // Framed whole: copy the arguments out in one pass.
+    let mut at = first;
+    for _ in 0..count {
+        let (start, len) = bulk_at(input, at);
+        args.push(&input[start..start + len]);
+        at = start + len + 2;
+    }
+    debug_assert_eq!(at, pos);
     Ok(Some(pos))
+}
+
+/// Frames the bulk argument whose `$N` header starts at `pos`: `Ok(Some(end))` with the
+/// offset after its data and the two bytes that follow it, `Ok(None)` if it has not all
+/// arrived.
+fn frame_bulk(input: &[u8], pos: usize, limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+    let rest = &input[pos..];
+    let cr = match find_line(rest, b'\r', limits.max_inline_len) {
+        Line::At(cr) => cr,
+        Line::Missing if rest.len() > limits.max_inline_len => {
+            return Err(ProtocolError::TooBigBulkCount)
+        }
+        Line::Missing => return Ok(None),
+    };
+    if cr + 2 > rest.len() {
+        return Ok(None);
+    }
+    // `cr` may be 0 (an empty line): then rest[0] is the CR itself.
+    if rest[0] != b'$' {
+        return Err(ProtocolError::ExpectedDollar(rest[0]));
+    }
+    let len = string2ll(&rest[1..cr])
+        .filter(|&n| n >= 0 && n as u64 <= limits.max_bulk_len as u64)
+        .ok_or(ProtocolError::InvalidBulkLength)? as usize;
+    let start = pos + cr + 2;
+    // Redis skips the two bytes after the data without checking them; so do we.
+    if (input.len() - start) < len.saturating_add(2) {
+        return Ok(None);
+    }
+    Ok(Some(start + len + 2))
+}
+
+/// Where the data of an already framed bulk starts, and its length.
+fn bulk_at(input: &[u8], pos: usize) -> (usize, usize) {
+    let cr = pos + input[pos..].iter().position(|&b| b == b'\r').unwrap_or(0);
+    let len = string2ll(&input[pos + 1..cr]).unwrap_or(0) as usize;
+    (cr + 2, len)
 }
 
 fn parse_inline(
@@ -543,6 +612,32 @@ mod tests {
         let mut long = b"*1\r\n$\0".to_vec();
         long.resize(70_000, b'1');
         assert_eq!(parse(&long), Err(ProtocolError::TooBigBulkCount));
+    }
+
+    #[test]
+    fn an_incomplete_multibulk_resumes_after_its_framed_arguments() {
+        let l = Limits::default();
+        let mut a = Args::new();
+        let mut r = Resume::default();
+        let wire = b"*4\r\n$1\r\na\r\n$2\r\nbc\r\n$3\r\nde";
+        assert_eq!(parse_command_resuming(wire, &l, &mut a, &mut r), Ok(None));
+        // Two arguments framed; the third's header starts at byte 19.
+        assert_eq!(r, Resume { pos: 19, done: 2 });
+        let mut more = wire.to_vec();
+        more.extend_from_slice(b"f\r\n$0\r\n\r\n");
+        assert_eq!(
+            parse_command_resuming(&more, &l, &mut a, &mut r),
+            Ok(Some(more.len()))
+        );
+        assert_eq!(r, Resume::default());
+        let got: Vec<&[u8]> = a.iter().collect();
+        assert_eq!(got, [&b"a"[..], b"bc", b"def", b""]);
+        // A stale resume point outside the bytes given is ignored, not trusted.
+        let mut stale = Resume { pos: 999, done: 3 };
+        assert_eq!(
+            parse_command_resuming(&more, &l, &mut a, &mut stale),
+            Ok(Some(more.len()))
+        );
     }
 
     #[test]
