@@ -109,6 +109,8 @@ pub struct Conn {
     pub stalled: bool,
     /// Counted in the global connection count.
     pub counted: bool,
+    /// A PUBSUB query to every shard is unanswered (input waits for it).
+    pub query_inflight: bool,
     /// CLIENT ID / HELLO id: unique for the process's life (shard in the top 16 bits).
     pub client_id: u64,
     /// RESP state (boxed: most of a subscriber's footprint, absent for HTTP).
@@ -136,6 +138,7 @@ impl Conn {
             dirty: false,
             stalled: false,
             counted: false,
+            query_inflight: false,
             client_id: 0,
             resp: Box::default(),
         }

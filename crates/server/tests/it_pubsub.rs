@@ -245,3 +245,40 @@ fn pubsub_introspection_spans_shards() {
     let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut con).unwrap();
     assert_eq!(numpat, 1);
 }
+
+/// Pipelined queries that every shard must answer come back complete and in order, each
+/// before the command after it (the connection's input waits for each answer).
+#[test]
+fn pipelined_queries_across_shards_answer_in_order() {
+    let server = Server::start(2, &[]);
+    let mut sub = support::RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"q1", b"q2", b"q3"]);
+    sub.read_replies(3);
+    let mut c = support::RespConn::connect(server.resp);
+    let mut pipeline = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..300 {
+        match i % 3 {
+            0 => {
+                pipeline.extend_from_slice(b"*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$2\r\nq2\r\n");
+                want.extend_from_slice(b"*2\r\n$2\r\nq2\r\n:1\r\n");
+            }
+            1 => {
+                pipeline.extend_from_slice(b"*3\r\n$6\r\nPUBSUB\r\n$8\r\nCHANNELS\r\n$2\r\nq3\r\n");
+                want.extend_from_slice(b"*1\r\n$2\r\nq3\r\n");
+            }
+            _ => {
+                let n = i.to_string();
+                pipeline.extend_from_slice(
+                    format!("*2\r\n$4\r\nECHO\r\n${}\r\n{n}\r\n", n.len()).as_bytes(),
+                );
+                want.extend_from_slice(format!("${}\r\n{n}\r\n", n.len()).as_bytes());
+            }
+        }
+    }
+    c.send(&pipeline);
+    assert_eq!(
+        String::from_utf8_lossy(&c.read_replies(300)),
+        String::from_utf8_lossy(&want)
+    );
+}

@@ -300,6 +300,11 @@ impl Shard {
 
     fn finish_pending(&mut self, slot: u32) {
         let p = self.pending.remove(slot as usize);
+        if matches!(p.kind, PendingKind::NumSub(..) | PendingKind::Names(_)) {
+            if let Some(conn) = self.conn_mut(p.conn) {
+                conn.query_inflight = false;
+            }
+        }
         let mut v = Vec::new();
         let bytes = match p.kind {
             PendingKind::Ready(b) => b,
@@ -349,7 +354,12 @@ impl Shard {
     }
 
     /// Asks every shard (this one answers at once) and replies when all have answered.
+    ///
+    /// The connection's input waits until the answer is in (`must_pause`): an answer can be
+    /// every channel name of every shard, and a client pipelining a thousand of these
+    /// queries would have the broker build a thousand such lists before the first is read.
     pub(super) fn ask_all(&mut self, key: usize, query: Query, kind: PendingKind) {
+        self.conns[key].query_inflight = true;
         let local = self.answer(&query);
         let query = Arc::new(query);
         let slot = self.hold(key, self.shards as u16, kind);

@@ -276,7 +276,8 @@ impl Shard {
     /// commands without reading its replies is paused once `max_pending_bytes` are queued,
     /// subscribed or not, RESP or HTTP: its replies never grow without bound. (A subscriber's
     /// deliveries meet the same cap in the slow-consumer policy.) RESP input also waits while
-    /// another shard's ring is congested or the client has too many publishes in flight; HTTP
+    /// another shard's ring is congested, the client has too many publishes in flight, or a
+    /// PUBSUB query of the client's is still being answered by the other shards; HTTP
     /// does not, so `/stats` stays readable while publishers are held back.
     pub(super) fn must_pause(&self, conn: &Conn) -> bool {
         if conn.out.queued_bytes() >= self.cfg.max_pending_bytes {
@@ -285,7 +286,8 @@ impl Shard {
         match conn.proto {
             Protocol::Http => false,
             Protocol::Resp => {
-                self.shared.congested.load(Ordering::Relaxed) > 0
+                conn.query_inflight
+                    || self.shared.congested.load(Ordering::Relaxed) > 0
                     || conn.out.held() >= self.cfg.max_inflight_publishes
             }
         }
