@@ -247,11 +247,15 @@ impl Outbound {
 
     /// Frees what an empty queue still holds, so an idle connection costs no heap here: most
     /// connections of a gateway sit idle, and the deque's minimum allocation (four items)
-    /// plus the reply buffer's last chunk were a fifth of an idle subscriber's memory. A deque that has grown past the minimum keeps its
-    /// capacity: that connection has needed more, is busy, and would only allocate it again.
+    /// plus the reply buffer's last chunk were a fifth of an idle subscriber's memory. A deque
+    /// that has grown past the minimum keeps its capacity while it is moderate: that
+    /// connection is busy and would only allocate it again. One that a burst grew past
+    /// `MAX_KEPT_DEQUE_CAPACITY` is freed, or a subscriber that once fell behind by 8 MiB of
+    /// small frames would keep megabytes of empty queue for good.
     fn release_idle_memory(&mut self) {
         debug_assert!(self.items.is_empty() && self.replies.is_empty());
-        if self.items.capacity() <= MIN_DEQUE_CAPACITY {
+        let capacity = self.items.capacity();
+        if capacity <= MIN_DEQUE_CAPACITY || capacity > MAX_KEPT_DEQUE_CAPACITY {
             self.items = VecDeque::new();
         }
         // After `split`, an empty BytesMut still shares the last reply chunk's allocation.
@@ -263,6 +267,8 @@ impl Outbound {
 
 /// The capacity `VecDeque` gives on its first push for items of this size.
 const MIN_DEQUE_CAPACITY: usize = 4;
+/// Largest capacity an emptied queue keeps (16 KiB of entries; a 256-message window fits).
+const MAX_KEPT_DEQUE_CAPACITY: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -283,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_small_queue_frees_its_memory_and_a_grown_one_keeps_it() {
+    fn an_emptied_queue_frees_its_memory_unless_it_grew_moderately() {
         let mut o = Outbound::default();
         o.reply(b"+OK\r\n");
         assert_eq!(collect(&mut o), b"+OK\r\n");
@@ -302,6 +308,17 @@ mod tests {
         // Still usable after release.
         o.reply(b"x");
         assert_eq!(collect(&mut o), b"x");
+        o.advance(1);
+        // A burst far past the kept capacity is freed once drained.
+        for _ in 0..5000 {
+            o.push_frame(Bytes::from_static(b"F"), 1);
+        }
+        assert!(o.items.capacity() > MAX_KEPT_DEQUE_CAPACITY);
+        while !o.is_empty() {
+            let n = o.gather(&mut Vec::new(), 1024, usize::MAX).bytes;
+            o.advance(n);
+        }
+        assert_eq!(o.items.capacity(), 0);
     }
 
     #[test]

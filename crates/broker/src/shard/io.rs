@@ -12,6 +12,9 @@ use crate::stats::Latencies;
 /// Connections the HTTP listener may open past `max_connections` (operations access).
 const HTTP_RESERVE_CONNECTIONS: usize = 64;
 
+/// Idle send buffers a shard keeps for reuse.
+const SEND_POOL_MAX: usize = 1024;
+
 impl Shard {
     /// Takes every available completion and dispatches it.
     pub(super) fn reap(&mut self) {
@@ -407,7 +410,11 @@ impl Shard {
 
     fn release_send_buf(&mut self, key: usize) {
         if let Some(sb) = self.conns[key].send_buf.take() {
-            self.send_pool.push(sb);
+            // Enough for a thousand subscribers sending at once without allocating; past a
+            // burst larger than that, the extra buffers (up to 16 KiB of iovecs each) go.
+            if self.send_pool.len() < SEND_POOL_MAX {
+                self.send_pool.push(sb);
+            }
         }
     }
 
