@@ -60,6 +60,11 @@ pub struct BrokerConfig {
     /// PUBLISH commands of one connection waiting for a remote owner's answer before the
     /// connection's input is paused (bounds the per-connection reply slots).
     pub max_inflight_publishes: usize,
+    /// Channels, patterns and shard channels one connection may hold at once. Each costs a
+    /// few hundred bytes across the shard's tables; 65536 bounds one client's share near
+    /// 20 MiB, far above what a gateway client or a service holds, and past it SUBSCRIBE gets
+    /// an error per refused channel.
+    pub max_subscriptions: usize,
     /// Provided receive buffers per shard and their size.
     pub recv_buffers: u16,
     /// Size of each provided receive buffer.
@@ -85,6 +90,7 @@ impl Default for BrokerConfig {
             ring_capacity: 4096,
             max_send_batch_bytes: 64 << 10,
             max_inflight_publishes: 1024,
+            max_subscriptions: 65536,
             recv_buffers: 512,
             recv_buffer_size: 16 << 10,
             shutdown_timeout_ms: 2000,

@@ -54,6 +54,9 @@ pub struct Cli {
     /// PUBLISH commands of one connection awaiting a remote shard before its input pauses [default: 1024].
     #[arg(long)]
     pub max_inflight_publishes: Option<usize>,
+    /// Channels + patterns + shard channels one connection may subscribe to [default: 65536].
+    #[arg(long)]
+    pub max_subscriptions: Option<usize>,
     /// Provided receive buffers per shard, a power of two [default: 512].
     #[arg(long)]
     pub recv_buffers: Option<u16>,
@@ -85,6 +88,7 @@ pub struct FileConfig {
     ring_capacity: Option<usize>,
     max_send_batch_bytes: Option<usize>,
     max_inflight_publishes: Option<usize>,
+    max_subscriptions: Option<usize>,
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
@@ -200,6 +204,10 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .max_inflight_publishes
             .or(file.max_inflight_publishes)
             .unwrap_or(d.max_inflight_publishes),
+        max_subscriptions: cli
+            .max_subscriptions
+            .or(file.max_subscriptions)
+            .unwrap_or(d.max_subscriptions),
         recv_buffers: cli
             .recv_buffers
             .or(file.recv_buffers)
@@ -257,6 +265,9 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if b.max_inflight_publishes == 0 || b.max_inflight_publishes > 65536 {
         return Err(bad("max_inflight_publishes", "must be between 1 and 65536"));
+    }
+    if b.max_subscriptions == 0 {
+        return Err(bad("max_subscriptions", "must be at least 1"));
     }
     Ok(())
 }

@@ -245,3 +245,38 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     drop(clients);
     still_serving(&mut server);
 }
+
+/// Past `max_subscriptions` each further channel or pattern gets an error reply of its own;
+/// names already held still confirm, and the connection keeps working.
+#[test]
+fn subscriptions_past_the_limit_are_refused_one_by_one() {
+    let mut server = Server::start(2, &["--max-subscriptions", "3"]);
+    let mut c = RespConn::connect(server.resp);
+    c.cmd(&[b"SUBSCRIBE", b"a", b"b"]);
+    c.read_replies(2);
+    c.cmd(&[b"PSUBSCRIBE", b"p*", b"q*"]);
+    assert_eq!(
+        String::from_utf8_lossy(&c.read_replies(2)),
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:3\r\n\
+         -ERR max subscriptions per connection reached (3)\r\n"
+    );
+    c.cmd(&[b"SSUBSCRIBE", b"s"]);
+    c.cmd(&[b"SUBSCRIBE", b"c", b"a"]);
+    assert_eq!(
+        String::from_utf8_lossy(&c.read_replies(3)),
+        "-ERR max subscriptions per connection reached (3)\r\n\
+         -ERR max subscriptions per connection reached (3)\r\n\
+         *3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:3\r\n"
+    );
+    let mut p = RespConn::connect(server.resp);
+    p.cmd(&[b"PUBLISH", b"c", b"x"]);
+    assert_eq!(p.read_replies(1), b":0\r\n");
+    c.cmd(&[b"UNSUBSCRIBE", b"b"]);
+    c.read_replies(1);
+    c.cmd(&[b"SUBSCRIBE", b"c"]);
+    assert_eq!(
+        c.read_replies(1),
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:3\r\n"
+    );
+    still_serving(&mut server);
+}

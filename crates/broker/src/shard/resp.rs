@@ -240,6 +240,17 @@ impl Shard {
         self.reply_with(key, |b| encode::error(b, msg));
     }
 
+    /// The reply to each channel or pattern past `max_subscriptions` (Redis has no such
+    /// limit, so no text to copy; one error per refused name keeps the reply count that
+    /// clients expect from a multi-channel SUBSCRIBE).
+    fn subscription_limit_error(&mut self, key: usize) {
+        let max = self.cfg.max_subscriptions;
+        self.reply_error(
+            key,
+            &format!("ERR max subscriptions per connection reached ({max})"),
+        );
+    }
+
     /// `unknown subcommand 'x'. Try PUBSUB HELP.`, with `x` as the client sent it.
     fn unknown_subcommand(&mut self, key: usize, cmd: &str, sub: &[u8]) {
         let mut m = b"ERR unknown subcommand '".to_vec();
@@ -393,11 +404,16 @@ impl Shard {
         };
         for ch in args.iter().skip(1) {
             let resp = &mut self.conns[key].resp;
+            let held = resp.classic_count() + resp.schannels.len();
             let set = if ns == Ns::Plain {
                 &mut resp.channels
             } else {
                 &mut resp.schannels
             };
+            if held >= self.cfg.max_subscriptions && !set.contains(ch) {
+                self.subscription_limit_error(key);
+                continue;
+            }
             let channel = Bytes::copy_from_slice(ch);
             let added = set.insert(channel.clone());
             let count = if ns == Ns::Plain {
@@ -418,6 +434,12 @@ impl Shard {
     fn cmd_psubscribe(&mut self, key: usize, args: &Args) {
         for p in args.iter().skip(1) {
             let resp = &mut self.conns[key].resp;
+            if resp.classic_count() + resp.schannels.len() >= self.cfg.max_subscriptions
+                && !resp.patterns.contains(p)
+            {
+                self.subscription_limit_error(key);
+                continue;
+            }
             let pattern = Bytes::copy_from_slice(p);
             let added = resp.patterns.insert(pattern.clone());
             let count = resp.classic_count();
