@@ -39,8 +39,8 @@ pub fn parse_push(buf: &[u8]) -> Result<Option<(usize, Push<'_>)>, String> {
                     pos = p;
                     continue;
                 }
-                let end = p + len as usize;
-                if buf.len() < end + 2 {
+                let end = p.checked_add(len as usize).ok_or("bulk length overflows")?;
+                if buf.len().saturating_sub(2) < end {
                     return Ok(None);
                 }
                 last = &buf[p..end];
@@ -79,8 +79,8 @@ pub fn parse_nats(buf: &[u8]) -> Result<Option<(usize, Push<'_>)>, String> {
             .and_then(|t| t.parse::<usize>().ok())
             .ok_or("bad MSG length")?;
         let start = nl + 1;
-        let end = start + len;
-        if buf.len() < end + 2 {
+        let end = start.checked_add(len).ok_or("MSG length overflows")?;
+        if buf.len().saturating_sub(2) < end {
             return Ok(None);
         }
         if &buf[end..end + 2] != b"\r\n" {
@@ -203,5 +203,73 @@ mod tests {
         assert!(line_int(b":12\rx", 0, b':').is_err());
         assert!(line_int(b":1234567890123456789\r\n", 0, b':').is_err());
         assert!(line_int(b"$1\r\n", 0, b':').is_err());
+    }
+
+    mod props {
+        use super::super::*;
+        use corecast_proto::resp::encode;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every push Redis or corecast sends parses to its payload once whole, and every
+            /// prefix of it is incomplete, wherever a read cuts it.
+            #[test]
+            fn resp_pushes_parse_whole_and_wait_when_cut(
+                channel in prop::collection::vec(any::<u8>(), 0..40),
+                payload in prop::collection::vec(any::<u8>(), 0..300),
+                pattern in prop::option::of(prop::collection::vec(any::<u8>(), 1..10)),
+            ) {
+                let mut wire = Vec::new();
+                match &pattern {
+                    Some(p) => encode::push_pmessage(&mut wire, p, &channel, &payload),
+                    None => encode::push_message(&mut wire, &channel, &payload),
+                }
+                prop_assert_eq!(parse_push(&wire), Ok(Some((wire.len(), Push::Message(&payload[..])))));
+                for cut in 0..wire.len() {
+                    prop_assert_eq!(parse_push(&wire[..cut]), Ok(None));
+                }
+            }
+
+            /// NATS MSG lines likewise, with and without a reply subject.
+            #[test]
+            fn nats_msgs_parse_whole_and_wait_when_cut(
+                subject in "[a-z.]{1,20}",
+                sid in 1u32..100_000,
+                reply in prop::option::of("[a-z]{1,8}"),
+                payload in prop::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let mut wire = match &reply {
+                    Some(r) => format!("MSG {subject} {sid} {r} {}\r\n", payload.len()),
+                    None => format!("MSG {subject} {sid} {}\r\n", payload.len()),
+                }
+                .into_bytes();
+                wire.extend_from_slice(&payload);
+                wire.extend_from_slice(b"\r\n");
+                prop_assert_eq!(parse_nats(&wire), Ok(Some((wire.len(), Push::Message(&payload[..])))));
+                for cut in 0..wire.len() {
+                    prop_assert_eq!(parse_nats(&wire[..cut]), Ok(None));
+                }
+            }
+
+            /// Whatever a server sends, the parsers answer without panicking, and a parsed
+            /// frame never claims more bytes than it was given.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                for parse in [parse_push, parse_nats] {
+                    if let Ok(Some((n, _))) = parse(&bytes) {
+                        prop_assert!(n > 0 && n <= bytes.len());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn huge_lengths_are_errors_or_incomplete_not_panics() {
+            assert!(parse_nats(b"MSG a 1 18446744073709551615\r\nxx").is_err());
+            assert_eq!(
+                parse_push(b"*3\r\n$7\r\nmessage\r\n$999999999999999999\r\nx"),
+                Ok(None)
+            );
+        }
     }
 }
