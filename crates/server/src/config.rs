@@ -63,6 +63,9 @@ pub struct Cli {
     /// Size of each receive buffer [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub recv_buffer_size: Option<usize>,
+    /// Seconds of client silence before TCP keepalive probes it; 0 turns it off [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub tcp_keepalive_s: Option<u32>,
     /// How long shutdown waits for queued data to drain [default: 2000].
     #[arg(long, value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -91,6 +94,7 @@ pub struct FileConfig {
     max_subscriptions: Option<usize>,
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<usize>,
+    tcp_keepalive_s: Option<u32>,
     shutdown_timeout_ms: Option<u64>,
     log: Option<String>,
 }
@@ -216,6 +220,10 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .recv_buffer_size
             .or(file.recv_buffer_size)
             .unwrap_or(d.recv_buffer_size),
+        tcp_keepalive_s: cli
+            .tcp_keepalive_s
+            .or(file.tcp_keepalive_s)
+            .unwrap_or(d.tcp_keepalive_s),
         shutdown_timeout_ms: cli
             .shutdown_timeout_ms
             .or(file.shutdown_timeout_ms)

@@ -280,3 +280,40 @@ fn subscriptions_past_the_limit_are_refused_one_by_one() {
     );
     still_serving(&mut server);
 }
+
+/// The kernel timer running on the broker's side of the connection from `client`
+/// (`/proc/net/tcp`'s `tr` field: 0 none, 1 retransmit, 2 keepalive, ...).
+fn broker_side_timer(broker_port: u16, client: &TcpStream) -> Option<u32> {
+    let client_port = client.local_addr().unwrap().port();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+        if port(f[1]) == Some(broker_port) && port(f[2]) == Some(client_port) {
+            u32::from_str_radix(f[5].split(':').next()?, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Accepted clients get TCP keepalive (so one that vanished without a FIN is found and closed),
+/// unless `--tcp-keepalive-s 0` turns it off.
+#[test]
+fn accepted_clients_have_keepalive() {
+    for (flag, want) in [("300", 2), ("0", 0)] {
+        let server = Server::start(1, &["--tcp-keepalive-s", flag]);
+        let mut c = RespConn::connect(server.resp);
+        c.cmd(&[b"PING"]);
+        assert_eq!(c.read_replies(1), b"+PONG\r\n");
+        // The reply's retransmit timer runs until the client's (possibly delayed) ACK lands;
+        // then the keepalive timer, or none.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut timer = broker_side_timer(server.resp.port(), &c.stream);
+        while timer != Some(want) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            timer = broker_side_timer(server.resp.port(), &c.stream);
+        }
+        assert_eq!(timer, Some(want), "--tcp-keepalive-s {flag}");
+    }
+}

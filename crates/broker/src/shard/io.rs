@@ -89,6 +89,9 @@ impl Shard {
     fn new_conn(&mut self, fd: i32, proto: Protocol) {
         self.counters.accepted += 1;
         corecast_runtime::listener::set_nodelay(fd);
+        if self.cfg.tcp_keepalive_s > 0 {
+            corecast_runtime::listener::set_keepalive(fd, self.cfg.tcp_keepalive_s);
+        }
         let gen = self.next_gen;
         self.next_gen = (self.next_gen + 1) & token::GEN_MASK;
         if self.next_gen == 0 {
