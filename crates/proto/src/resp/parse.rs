@@ -247,17 +247,9 @@ fn parse_multibulk(
     args: &mut Args,
     resume: &mut Resume,
 ) -> Result<Option<usize>, ProtocolError> {
-    let cr = match find_line(input, b'\r', limits.max_inline_len) {
-        Line::At(cr) => cr,
-        Line::Missing if input.len() > limits.max_inline_len => {
-            return Err(ProtocolError::TooBigMultibulkCount)
-        }
-        Line::Missing => return Ok(None),
-    };
-    // Redis wants the byte after the CR too (it does not check that it is LF).
-    if cr + 2 > input.len() {
+    let Some(cr) = count_line(input, limits, ProtocolError::TooBigMultibulkCount)? else {
         return Ok(None);
-    }
+    };
     let count = string2ll(&input[1..cr])
         .filter(|&n| n <= limits.max_multibulk_len as i64)
         .ok_or(ProtocolError::InvalidMultibulkLength)?;
@@ -294,21 +286,30 @@ fn parse_multibulk(
     Ok(Some(pos))
 }
 
+/// Finds the CR ending the `*N` or `$N` line at the start of `input`: `Ok(None)` until it and
+/// the byte after it have arrived (Redis wants that byte too, without checking it is LF),
+/// `too_big` if no CR comes within `max_inline_len` bytes.
+fn count_line(
+    input: &[u8],
+    limits: &Limits,
+    too_big: ProtocolError,
+) -> Result<Option<usize>, ProtocolError> {
+    match find_line(input, b'\r', limits.max_inline_len) {
+        Line::At(cr) if cr + 2 <= input.len() => Ok(Some(cr)),
+        Line::At(_) => Ok(None),
+        Line::Missing if input.len() > limits.max_inline_len => Err(too_big),
+        Line::Missing => Ok(None),
+    }
+}
+
 /// Frames the bulk argument whose `$N` header starts at `pos`: `Ok(Some(end))` with the
 /// offset after its data and the two bytes that follow it, `Ok(None)` if it has not all
 /// arrived.
 fn frame_bulk(input: &[u8], pos: usize, limits: &Limits) -> Result<Option<usize>, ProtocolError> {
     let rest = &input[pos..];
-    let cr = match find_line(rest, b'\r', limits.max_inline_len) {
-        Line::At(cr) => cr,
-        Line::Missing if rest.len() > limits.max_inline_len => {
-            return Err(ProtocolError::TooBigBulkCount)
-        }
-        Line::Missing => return Ok(None),
-    };
-    if cr + 2 > rest.len() {
+    let Some(cr) = count_line(rest, limits, ProtocolError::TooBigBulkCount)? else {
         return Ok(None);
-    }
+    };
     // `cr` may be 0 (an empty line): then rest[0] is the CR itself.
     if rest[0] != b'$' {
         return Err(ProtocolError::ExpectedDollar(rest[0]));
