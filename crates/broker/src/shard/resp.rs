@@ -253,15 +253,18 @@ impl Shard {
 
     /// `unknown subcommand 'x'. Try PUBSUB HELP.`, with `x` as the client sent it.
     fn unknown_subcommand(&mut self, key: usize, cmd: &str, sub: &[u8]) {
-        let mut m = b"ERR unknown subcommand '".to_vec();
-        m.extend_from_slice(c_str(sub, 128));
-        m.extend_from_slice(format!("'. Try {} HELP.", cmd.to_ascii_uppercase()).as_bytes());
-        self.reply_error_bytes(key, &m);
+        self.subcommand_error(key, "ERR unknown subcommand '", cmd, sub);
     }
 
     /// Redis's `addReplySubcommandSyntaxError`: a known subcommand with arguments it rejects.
     fn subcommand_syntax_error(&mut self, key: usize, cmd: &str, sub: &[u8]) {
-        let mut m = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
+        let text = "ERR unknown subcommand or wrong number of arguments for '";
+        self.subcommand_error(key, text, cmd, sub);
+    }
+
+    /// `<text><sub>'. Try <CMD> HELP.`
+    fn subcommand_error(&mut self, key: usize, text: &str, cmd: &str, sub: &[u8]) {
+        let mut m = text.as_bytes().to_vec();
         m.extend_from_slice(c_str(sub, 128));
         m.extend_from_slice(format!("'. Try {} HELP.", cmd.to_ascii_uppercase()).as_bytes());
         self.reply_error_bytes(key, &m);
