@@ -177,6 +177,20 @@ pub struct Resume {
     done: u32,
 }
 
+impl Resume {
+    /// Records that framing stopped at the header at `pos`, after `done` arguments, and
+    /// returns the "incomplete" answer. `done` < count <= max_multibulk_len; an offset past
+    /// u32 (a caller buffering gigabytes) just forgoes resuming.
+    #[cold]
+    fn stop_at(&mut self, pos: usize, done: usize) -> Option<usize> {
+        *self = match (u32::try_from(pos), u32::try_from(done)) {
+            (Ok(pos), Ok(done)) => Resume { pos, done },
+            _ => Resume::default(),
+        };
+        None
+    }
+}
+
 /// Parses one command from the start of `input` into `args` (cleared first).
 ///
 /// `Ok(Some(n))`: a whole command used the first `n` bytes (`n > 0`; `args` may be empty,
@@ -201,6 +215,7 @@ pub fn parse_command(
 /// [`parse_command`] that keeps, in `resume`, how far an incomplete multibulk command was
 /// framed, and continues from there on the next call. Results are the same as
 /// `parse_command`'s for the same bytes; only the work differs.
+#[inline]
 pub fn parse_command_resuming(
     input: &[u8],
     limits: &Limits,
@@ -263,19 +278,24 @@ fn parse_multibulk(
         (p, d) if p >= first && p <= input.len() && d < count => (p, d),
         _ => (first, 0),
     };
-    for i in done..count {
-        let Some(end) = frame_bulk(input, pos, limits)? else {
-            // `i` < count <= max_multibulk_len; an offset past u32 (a caller buffering
-            // gigabytes) just forgoes resuming.
-            *resume = match (u32::try_from(pos), u32::try_from(i)) {
-                (Ok(pos), Ok(done)) => Resume { pos, done },
-                _ => Resume::default(),
+    // A command that arrives whole (the usual case) is framed and copied in one pass; one
+    // that resumes is framed from where it stopped and copied once it is complete.
+    if done == 0 {
+        for i in 0..count {
+            let Some((start, end)) = frame_bulk(input, pos, limits)? else {
+                return Ok(resume.stop_at(pos, i));
             };
-            return Ok(None);
+            args.push(&input[start..end - 2]);
+            pos = end;
+        }
+        return Ok(Some(pos));
+    }
+    for i in done..count {
+        let Some((_, end)) = frame_bulk(input, pos, limits)? else {
+            return Ok(resume.stop_at(pos, i));
         };
         pos = end;
     }
-    // Framed whole: copy the arguments out in one pass.
     let mut at = first;
     for _ in 0..count {
         let (start, len) = bulk_at(input, at);
@@ -289,6 +309,7 @@ fn parse_multibulk(
 /// Finds the CR ending the `*N` or `$N` line at the start of `input`: `Ok(None)` until it and
 /// the byte after it have arrived (Redis wants that byte too, without checking it is LF),
 /// `too_big` if no CR comes within `max_inline_len` bytes.
+#[inline(always)]
 fn count_line(
     input: &[u8],
     limits: &Limits,
@@ -302,10 +323,15 @@ fn count_line(
     }
 }
 
-/// Frames the bulk argument whose `$N` header starts at `pos`: `Ok(Some(end))` with the
-/// offset after its data and the two bytes that follow it, `Ok(None)` if it has not all
-/// arrived.
-fn frame_bulk(input: &[u8], pos: usize, limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+/// Frames the bulk argument whose `$N` header starts at `pos`: `Ok(Some((start, end)))` with
+/// the offset of its data and the offset after the data and the two bytes that follow it,
+/// `Ok(None)` if it has not all arrived.
+#[inline(always)]
+fn frame_bulk(
+    input: &[u8],
+    pos: usize,
+    limits: &Limits,
+) -> Result<Option<(usize, usize)>, ProtocolError> {
     let rest = &input[pos..];
     let Some(cr) = count_line(rest, limits, ProtocolError::TooBigBulkCount)? else {
         return Ok(None);
@@ -322,7 +348,7 @@ fn frame_bulk(input: &[u8], pos: usize, limits: &Limits) -> Result<Option<usize>
     if (input.len() - start) < len.saturating_add(2) {
         return Ok(None);
     }
-    Ok(Some(start + len + 2))
+    Ok(Some((start, start + len + 2)))
 }
 
 /// Where the data of an already framed bulk starts, and its length.
