@@ -284,6 +284,31 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    /// Every command-line option is a config-file key of the same name and has a row in the
+    /// operator's table, so the three cannot drift apart.
+    #[test]
+    fn every_flag_is_a_file_key_and_documented() {
+        use clap::CommandFactory;
+        let table = include_str!("../../../docs/operations.md");
+        let mut seen = 0;
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "config" {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            if let Err(e) = toml::from_str::<FileConfig>(&format!("{key} = 1\n")) {
+                assert!(!e.to_string().contains("unknown field"), "{key}: {e}");
+            }
+            assert!(
+                table.contains(&format!("| `{key}` |")),
+                "docs/operations.md has no row for `{key}`"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 19, "only {seen} options found");
+    }
+
     #[test]
     fn file_values_apply_and_flags_override_them() {
         let dir = std::env::temp_dir().join(format!("corecast-cfg-{}", std::process::id()));
