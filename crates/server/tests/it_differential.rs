@@ -94,6 +94,8 @@ const SCRIPT: &[Step] = &[
         1,
     ),
     step(0, b"*2\r\n$6\r\nCLIENT\r\n$7\r\nGETNAME\r\n", 1, 0),
+    // A publish pipelined right behind an unsubscribe no longer counts the subscriber.
+    step(0, b"SUBSCRIBE c\r\nUNSUBSCRIBE c\r\nPUBLISH c x\r\n", 3, 0),
     step(0, b"ECHO \"quoted \\x41\"\r\n", 1, 0),
     step(0, b"*1\r\n$4\r\nPING\r\n", 1, 0),
     step(0, b"*1\r\n$4\r\nQUIT\r\n", 1, 0),

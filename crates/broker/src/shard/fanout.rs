@@ -409,6 +409,12 @@ impl Shard {
         }
         self.counters.subscriptions -= 1;
         let owner = self.owner_of(channel);
+        if owner == self.id {
+            // At once, as the +1 was: through the local inbox it landed a turn late, and a
+            // PUBLISH pipelined behind the UNSUBSCRIBE still counted the subscriber.
+            self.owned.apply(ns, channel, self.id, -1);
+            return;
+        }
         self.send_to(
             owner,
             ShardMsg::SubDelta {
