@@ -111,6 +111,10 @@ pub struct Conn {
     pub counted: bool,
     /// A PUBSUB query to every shard is unanswered (input waits for it).
     pub query_inflight: bool,
+    /// The client switched to RESP3 with `HELLO 3`: pushes start with `>` and subscribed
+    /// mode allows every command. Kept here, beside the fields fan-out already reads, not in
+    /// the boxed `RespState`.
+    pub resp3: bool,
     /// CLIENT ID / HELLO id: unique for the process's life (shard in the top 16 bits).
     pub client_id: u64,
     /// RESP state (boxed: most of a subscriber's footprint, absent for HTTP).
@@ -139,6 +143,7 @@ impl Conn {
             stalled: false,
             counted: false,
             query_inflight: false,
+            resp3: false,
             client_id: 0,
             resp: Box::default(),
         }

@@ -219,6 +219,13 @@ impl Shard {
                     frame.clone()
                 };
                 let Some(frame) = frame else { break };
+                if s == self.id {
+                    // Local subscribers get it now, as Redis does: before the publisher's
+                    // reply, and before a command pipelined behind the PUBLISH runs.
+                    let subs = self.local.subscribers(ns, &name);
+                    sink!(self).enqueue_all(subs, frame, ts_ns);
+                    continue;
+                }
                 self.send_to(
                     s,
                     ShardMsg::Deliver {
@@ -244,6 +251,11 @@ impl Shard {
                 encode::push_pmessage(&mut v, &pattern, channel, payload);
                 let frame = Bytes::from(v);
                 for &s in &targets {
+                    if s == self.id {
+                        let subs = self.local.pattern_subscribers(&pattern);
+                        sink!(self).enqueue_all(subs, frame.clone(), ts_ns);
+                        continue;
+                    }
                     self.send_to(
                         s,
                         ShardMsg::DeliverPattern {

@@ -585,16 +585,20 @@ impl Sink<'_> {
             return;
         }
         let frame = std::rc::Rc::new(crate::outbound::Frame { bytes, ts_ns });
+        let mut resp3 = None;
         for r in subs {
-            self.enqueue(*r, &frame);
+            self.enqueue(*r, &frame, &mut resp3);
         }
     }
 
-    /// Queues a frame for a subscriber, applying the slow-consumer policy.
+    /// Queues a frame for a subscriber, applying the slow-consumer policy. A RESP3 client
+    /// gets the frame's push form, made from `frame` on first need and shared by every
+    /// RESP3 subscriber of this message in `resp3`.
     pub(super) fn enqueue(
         &mut self,
         r: crate::tables::ConnRef,
         frame: &crate::outbound::LocalFrame,
+        resp3: &mut Option<crate::outbound::LocalFrame>,
     ) {
         let Some(conn) = self
             .conns
@@ -606,6 +610,18 @@ impl Sink<'_> {
         if conn.life != Life::Open {
             return;
         }
+        let frame = if conn.resp3 {
+            &*resp3.get_or_insert_with(|| {
+                let mut v = Vec::new();
+                corecast_proto::resp::encode::resp3_push_from(&frame.bytes, &mut v);
+                std::rc::Rc::new(crate::outbound::Frame {
+                    bytes: bytes::Bytes::from(v),
+                    ts_ns: frame.ts_ns,
+                })
+            })
+        } else {
+            frame
+        };
         if conn.out.queued_bytes() + frame.bytes.len() > self.cfg.max_pending_bytes {
             match self.cfg.slow_consumer {
                 SlowConsumerPolicy::Disconnect => {

@@ -302,8 +302,11 @@ impl Shard {
             "reset" => Some((1, 1)),
             _ => None,
         };
+        // Redis limits the commands of a subscribed connection in RESP2 only: a RESP3 client
+        // tells pushes from replies by their type.
+        let restricted = self.conns[key].resp.subscribed() && !self.conns[key].resp3;
         let Some((min, max)) = arity else {
-            if self.conns[key].resp.subscribed() && REDIS_COMMANDS.contains(&cmd) {
+            if restricted && REDIS_COMMANDS.contains(&cmd) {
                 self.not_in_subscribed_mode(key, cmd);
             } else {
                 self.unknown_command(key, args);
@@ -314,7 +317,6 @@ impl Shard {
             self.arity_error(key, cmd);
             return;
         }
-        let subscribed = self.conns[key].resp.subscribed();
         if cmd == "pubsub" || cmd == "client" {
             let raw = args.get(1).unwrap_or_default();
             let sub = lower(raw);
@@ -327,13 +329,13 @@ impl Shard {
                     self.arity_error(key, &format!("{cmd}|{sub}"));
                     return;
                 }
-                Some(_) if subscribed => {
+                Some(_) if restricted => {
                     self.not_in_subscribed_mode(key, &format!("{cmd}|{sub}"));
                     return;
                 }
                 Some(_) => {}
             }
-        } else if subscribed && !SUBSCRIBED_OK.contains(&cmd.as_bytes()) {
+        } else if restricted && !SUBSCRIBED_OK.contains(&cmd.as_bytes()) {
             self.not_in_subscribed_mode(key, cmd);
             return;
         }
@@ -359,6 +361,7 @@ impl Shard {
             "reset" => {
                 self.drop_subscriptions(key);
                 self.conns[key].resp.name = None;
+                self.conns[key].resp3 = false;
                 self.reply(key, b"+RESET\r\n");
             }
             "hello" => self.cmd_hello(key, args),
@@ -400,6 +403,7 @@ impl Shard {
     }
 
     fn cmd_subscribe(&mut self, key: usize, args: &Args, ns: Ns) {
+        let resp3 = self.conns[key].resp3;
         let kind: &[u8] = if ns == Ns::Plain {
             b"subscribe"
         } else {
@@ -425,7 +429,7 @@ impl Shard {
                 resp.schannels.len()
             };
             let mut v = Vec::with_capacity(ch.len() + 32);
-            encode::sub_reply(&mut v, kind, Some(ch), count as i64);
+            encode::sub_reply(&mut v, kind, Some(ch), count as i64, resp3);
             if added {
                 self.add_subscription(key, ns, &channel, Bytes::from(v));
             } else {
@@ -435,6 +439,7 @@ impl Shard {
     }
 
     fn cmd_psubscribe(&mut self, key: usize, args: &Args) {
+        let resp3 = self.conns[key].resp3;
         for p in args.iter().skip(1) {
             let resp = &mut self.conns[key].resp;
             if resp.classic_count() + resp.schannels.len() >= self.cfg.max_subscriptions
@@ -447,7 +452,7 @@ impl Shard {
             let added = resp.patterns.insert(pattern.clone());
             let count = resp.classic_count();
             let mut v = Vec::with_capacity(p.len() + 32);
-            encode::sub_reply(&mut v, b"psubscribe", Some(p), count as i64);
+            encode::sub_reply(&mut v, b"psubscribe", Some(p), count as i64, resp3);
             if added {
                 self.add_pattern(key, &pattern, Bytes::from(v));
             } else {
@@ -457,6 +462,7 @@ impl Shard {
     }
 
     fn cmd_unsubscribe(&mut self, key: usize, args: &Args, ns: Ns) {
+        let resp3 = self.conns[key].resp3;
         let kind: &[u8] = if ns == Ns::Plain {
             b"unsubscribe"
         } else {
@@ -483,7 +489,9 @@ impl Shard {
                     resp.schannels.len()
                 }
             };
-            self.reply_with(key, |b| encode::sub_reply(b, kind, None, count as i64));
+            self.reply_with(key, |b| {
+                encode::sub_reply(b, kind, None, count as i64, resp3)
+            });
             return;
         }
         for ch in names {
@@ -502,11 +510,14 @@ impl Shard {
             if removed {
                 self.remove_subscription(who, ns, &ch);
             }
-            self.reply_with(key, |b| encode::sub_reply(b, kind, Some(&ch), count as i64));
+            self.reply_with(key, |b| {
+                encode::sub_reply(b, kind, Some(&ch), count as i64, resp3)
+            });
         }
     }
 
     fn cmd_punsubscribe(&mut self, key: usize, args: &Args) {
+        let resp3 = self.conns[key].resp3;
         let who = self.conns[key].at(key);
         let names: Vec<Bytes> = if args.len() > 1 {
             args.iter().skip(1).map(Bytes::copy_from_slice).collect()
@@ -516,7 +527,7 @@ impl Shard {
         if names.is_empty() {
             let count = self.conns[key].resp.classic_count();
             self.reply_with(key, |b| {
-                encode::sub_reply(b, b"punsubscribe", None, count as i64)
+                encode::sub_reply(b, b"punsubscribe", None, count as i64, resp3)
             });
             return;
         }
@@ -528,7 +539,7 @@ impl Shard {
                 self.remove_pattern(who, &p);
             }
             self.reply_with(key, |b| {
-                encode::sub_reply(b, b"punsubscribe", Some(&p), count as i64)
+                encode::sub_reply(b, b"punsubscribe", Some(&p), count as i64, resp3)
             });
         }
     }
@@ -563,7 +574,7 @@ impl Shard {
             return;
         }
         let arg = args.get(1);
-        if self.conns[key].resp.subscribed() {
+        if self.conns[key].resp.subscribed() && !self.conns[key].resp3 {
             self.reply_with(key, |b| encode::pong_subscribed(b, arg));
         } else if let Some(a) = arg {
             self.reply_with(key, |b| encode::bulk(b, a));
@@ -624,9 +635,11 @@ impl Shard {
     /// HELLO [protover [AUTH username password] [SETNAME name]]. Options take effect one by
     /// one as Redis 7.0 applies them: a name set before a bad option stays set.
     fn cmd_hello(&mut self, key: usize, args: &Args) {
+        let mut switch_to = None;
         if let Some(v) = args.get(1) {
-            match string2ll(v) {
-                Some(2) => {}
+            let resp3 = match string2ll(v) {
+                Some(2) => false,
+                Some(3) => true,
                 Some(_) => {
                     self.reply_error(key, "NOPROTO unsupported protocol version");
                     return;
@@ -638,7 +651,8 @@ impl Shard {
                     );
                     return;
                 }
-            }
+            };
+            switch_to = Some(resp3);
         }
         let mut i = 2;
         while i < args.len() {
@@ -670,15 +684,24 @@ impl Shard {
                 return;
             }
         }
+        // As Redis: the protocol switches once every option has been applied.
+        if let Some(resp3) = switch_to {
+            self.conns[key].resp3 = resp3;
+        }
         let id = self.conns[key].client_id as i64;
+        let resp3 = self.conns[key].resp3;
         self.reply_with(key, |b| {
-            encode::array_header(b, 14);
+            if resp3 {
+                encode::map_header(b, 7);
+            } else {
+                encode::array_header(b, 14);
+            }
             encode::bulk(b, b"server");
             encode::bulk(b, b"corecast");
             encode::bulk(b, b"version");
             encode::bulk(b, b"7.0.0");
             encode::bulk(b, b"proto");
-            encode::integer(b, 2);
+            encode::integer(b, if resp3 { 3 } else { 2 });
             encode::bulk(b, b"id");
             encode::integer(b, id);
             encode::bulk(b, b"mode");
@@ -711,7 +734,10 @@ impl Shard {
             }
             ("getname", 2) => match self.conns[key].resp.name.clone() {
                 Some(n) => self.reply_with(key, |b| encode::bulk(b, &n)),
-                None => self.reply(key, b"$-1\r\n"),
+                None => {
+                    let resp3 = self.conns[key].resp3;
+                    self.reply_with(key, |b| encode::null(b, resp3));
+                }
             },
             ("setinfo", 4) => {
                 let attr = lower(args.get(2).unwrap_or_default());

@@ -46,6 +46,43 @@ pub fn null_bulk(out: &mut Vec<u8>) {
     out.extend_from_slice(b"$-1\r\n");
 }
 
+/// The null of the connection's protocol: RESP3's `_\r\n`, or RESP2's null bulk.
+pub fn null(out: &mut Vec<u8>, resp3: bool) {
+    if resp3 {
+        out.extend_from_slice(b"_\r\n");
+    } else {
+        null_bulk(out);
+    }
+}
+
+/// `%<n>\r\n`: a RESP3 map of `n` key/value pairs.
+pub fn map_header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'%');
+    decimal(out, n as i64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The header of an out-of-band message: RESP3's push `><n>`, or a RESP2 array.
+pub fn push_header(out: &mut Vec<u8>, n: usize, resp3: bool) {
+    if resp3 {
+        out.push(b'>');
+        decimal(out, n as i64);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        array_header(out, n);
+    }
+}
+
+/// A `message`, `pmessage` or `smessage` frame as a RESP3 client gets it: the same bytes with
+/// the push type `>` in place of the array's `*`. Fan-out encodes the RESP2 frame once and
+/// derives this copy once per message for all of a shard's RESP3 subscribers.
+pub fn resp3_push_from(frame: &[u8], out: &mut Vec<u8>) {
+    debug_assert_eq!(frame.first(), Some(&b'*'));
+    out.reserve(frame.len());
+    out.push(b'>');
+    out.extend_from_slice(frame.get(1..).unwrap_or_default());
+}
+
 /// `*<n>\r\n`.
 pub fn array_header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
@@ -73,7 +110,7 @@ pub fn smessage_len(channel_len: usize, payload_len: usize) -> usize {
     4 + bulk_len(8) + bulk_len(channel_len) + bulk_len(payload_len)
 }
 
-/// Exact size of a [`sub_reply`] (`name_len` `None` for the null bulk), so a batch of
+/// Exact size of a RESP2 [`sub_reply`] (`name_len` `None` for the null bulk), so a batch of
 /// confirmations can be reserved at once.
 pub fn sub_reply_len(kind_len: usize, name_len: Option<usize>, count: i64) -> usize {
     4 + bulk_len(kind_len)
@@ -105,14 +142,14 @@ pub fn push_smessage(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
     bulk(out, payload);
 }
 
-/// A (un)subscribe confirmation: `[kind, name, count]`; `None` encodes the null bulk Redis
-/// sends for UNSUBSCRIBE with no subscriptions.
-pub fn sub_reply(out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>, count: i64) {
-    array_header(out, 3);
+/// A (un)subscribe confirmation: `[kind, name, count]`, an array in RESP2 and a push in
+/// RESP3; `None` encodes the null Redis sends for UNSUBSCRIBE with no subscriptions.
+pub fn sub_reply(out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>, count: i64, resp3: bool) {
+    push_header(out, 3, resp3);
     bulk(out, kind);
     match name {
         Some(n) => bulk(out, n),
-        None => null_bulk(out),
+        None => null(out, resp3),
     }
     integer(out, count);
 }
@@ -169,7 +206,7 @@ mod tests {
         }
         for (name, count) in [(None, 0), (Some(&b"news"[..]), 12345), (Some(&b""[..]), -3)] {
             v.clear();
-            sub_reply(&mut v, b"psubscribe", name, count);
+            sub_reply(&mut v, b"psubscribe", name, count, false);
             assert_eq!(v.len(), sub_reply_len(10, name.map(<[u8]>::len), count));
         }
     }
@@ -186,7 +223,7 @@ mod tests {
         push_smessage(&mut v, b"ch", b"x");
         assert_eq!(v, b"*3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$1\r\nx\r\n");
         v.clear();
-        sub_reply(&mut v, b"subscribe", Some(b"ch"), 1);
+        sub_reply(&mut v, b"subscribe", Some(b"ch"), 1, false);
         pong_subscribed(&mut v, Some(b"hi"));
         assert_eq!(
             v,
@@ -197,8 +234,25 @@ mod tests {
     #[test]
     fn replies_match_redis() {
         let mut v = Vec::new();
-        sub_reply(&mut v, b"unsubscribe", None, 0);
+        sub_reply(&mut v, b"unsubscribe", None, 0, false);
         assert_eq!(v, b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n");
+        // RESP3, as Redis 7 sends it after HELLO 3.
+        v.clear();
+        sub_reply(&mut v, b"unsubscribe", None, 0, true);
+        sub_reply(&mut v, b"subscribe", Some(b"a"), 1, true);
+        assert_eq!(
+            v,
+            b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+        );
+        v.clear();
+        let mut frame = Vec::new();
+        push_pmessage(&mut frame, b"p*", b"pa", b"x");
+        resp3_push_from(&frame, &mut v);
+        assert_eq!(
+            v,
+            b">4\r\n$8\r\npmessage\r\n$2\r\np*\r\n$2\r\npa\r\n$1\r\nx\r\n"
+        );
+        v.clear();
         v.clear();
         pong_subscribed(&mut v, None);
         assert_eq!(v, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");

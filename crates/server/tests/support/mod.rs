@@ -337,7 +337,8 @@ pub fn reply_len(b: &[u8]) -> Option<usize> {
             .ok()
     };
     match head {
-        b'+' | b'-' | b':' => Some(line_end + 2),
+        // RESP3's null is `_`; simple strings, errors and integers are one line in both.
+        b'+' | b'-' | b':' | b'_' => Some(line_end + 2),
         b'$' => {
             let n = num()?;
             if n < 0 {
@@ -346,8 +347,9 @@ pub fn reply_len(b: &[u8]) -> Option<usize> {
             let total = line_end + 2 + n as usize + 2;
             (b.len() >= total).then_some(total)
         }
-        b'*' => {
-            let n = num()?;
+        // Arrays, RESP3 pushes (`>`) and maps (`%`, two elements a pair).
+        b'*' | b'>' | b'%' => {
+            let n = num()? * if head == b'%' { 2 } else { 1 };
             let mut pos = line_end + 2;
             for _ in 0..n.max(0) {
                 pos += reply_len(&b[pos..])?;
