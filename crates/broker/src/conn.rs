@@ -111,6 +111,9 @@ pub struct Conn {
     pub counted: bool,
     /// A PUBSUB query to every shard is unanswered (input waits for it).
     pub query_inflight: bool,
+    /// The client closed its sending side while input it had sent was still paused: the
+    /// connection closes once that input has run and the replies are sent.
+    pub peer_eof: bool,
     /// The client switched to RESP3 with `HELLO 3`: pushes start with `>` and subscribed
     /// mode allows every command. Kept here, beside the fields fan-out already reads, not in
     /// the boxed `RespState`.
@@ -144,6 +147,7 @@ impl Conn {
             counted: false,
             query_inflight: false,
             resp3: false,
+            peer_eof: false,
             client_id: 0,
             resp: Box::default(),
         }

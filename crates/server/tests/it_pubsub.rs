@@ -282,3 +282,41 @@ fn pipelined_queries_across_shards_answer_in_order() {
         String::from_utf8_lossy(&want)
     );
 }
+
+/// Commands a client sent before closing its side run even when the broker had paused them
+/// (here behind a PUBSUB query that every shard must answer): the PUBLISH is delivered and
+/// both replies come back before the connection closes.
+#[test]
+fn input_paused_when_the_client_half_closes_still_runs() {
+    use std::io::{Read, Write};
+    let server = Server::start(2, &[]);
+    let mut sub = support::RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"c"]);
+    sub.read_replies(1);
+    for i in 0..30 {
+        let mut p = std::net::TcpStream::connect(server.resp).unwrap();
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let payload = format!("m{i}");
+        p.write_all(
+            format!(
+                "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$1\r\nx\r\n*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n${}\r\n{payload}\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        p.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut replies = Vec::new();
+        p.read_to_end(&mut replies).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&replies),
+            "*2\r\n$1\r\nx\r\n:0\r\n:1\r\n",
+            "round {i}"
+        );
+        let want = format!(
+            "*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n${}\r\n{payload}\r\n",
+            payload.len()
+        );
+        assert_eq!(String::from_utf8_lossy(&sub.read_replies(1)), want);
+    }
+}

@@ -177,3 +177,55 @@ fn drop_policy_keeps_the_slow_subscriber_and_counts_drops() {
     slow.cmd(&[b"PING"]);
     assert_eq!(slow.read_replies(1), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
 }
+
+/// Under the `drop` policy a subscriber's queue fills to exactly `max_pending_bytes` and
+/// stays there while it does not read; its commands must still run, so it can shed the load
+/// with UNSUBSCRIBE without first reading everything.
+#[test]
+fn a_full_drop_policy_subscriber_can_still_unsubscribe() {
+    let server = Server::start(
+        1,
+        &[
+            "--slow-consumer",
+            "drop",
+            "--max-pending-bytes",
+            "131072",
+            "--max-bulk-len",
+            "65536",
+        ],
+    );
+    let mut slow = stalled_subscriber(&server);
+    let mut publ = RespConn::connect(server.resp);
+    // 64-byte frames (`message`, `feed`, 31-byte payload) fill the 128 KiB cap exactly.
+    let payload = [b'p'; 31];
+    let batch: Vec<u8> = (0..1000)
+        .flat_map(|_| {
+            let mut v = b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nfeed\r\n$31\r\n".to_vec();
+            v.extend_from_slice(&payload);
+            v.extend_from_slice(b"\r\n");
+            v
+        })
+        .collect();
+    // 12.8 MB: more than the kernel's socket buffers take, so the broker's queue fills.
+    for _ in 0..200 {
+        publ.send(&batch);
+        publ.read_replies(1000);
+    }
+    let s = server.wait_stats("drops", |s| s["total"]["dropped"].as_u64() >= Some(1));
+    assert_eq!(s["total"]["slow_consumer_disconnects"], 0);
+    // Without reading anything, the stalled subscriber unsubscribes; publishes stop
+    // reaching it.
+    slow.cmd(&[b"UNSUBSCRIBE", b"feed"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        publ.cmd(&[b"PUBLISH", b"feed", b"x"]);
+        if publ.read_replies(1) == b":0\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the full subscriber's UNSUBSCRIBE never ran"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -168,8 +168,20 @@ impl Shard {
                 self.bufring = Some(br);
             }
         } else if res == 0 {
-            tracing::debug!(shard = self.id, key, "peer closed");
-            self.begin_close(key);
+            let c = &mut self.conns[key];
+            if c.stalled && !c.inbuf.is_empty() && c.life == Life::Open {
+                // Commands the client sent before closing its side still run, as they would
+                // have without the pause (`resume_stalled` finishes the connection).
+                tracing::debug!(
+                    shard = self.id,
+                    key,
+                    "peer closed; running its paused input"
+                );
+                c.peer_eof = true;
+            } else {
+                tracing::debug!(shard = self.id, key, "peer closed");
+                self.begin_close(key);
+            }
         } else if res == -libc::ENOBUFS {
             self.counters.recv_no_buffers += 1;
         } else if res != -libc::ECANCELED {
@@ -179,11 +191,13 @@ impl Shard {
         let Some(c) = self.conns.get(key) else { return };
         if c.life == Life::Closing {
             self.maybe_finish(key);
-        } else if !c.recv_armed
-            && c.life == Life::Open
-            && !(c.stalled && c.inbuf.len() >= PAUSED_INPUT_BYTES)
-        {
-            self.arm_recv(key);
+        } else {
+            // Receive again unless one is armed, the connection is ending, the client has
+            // closed its side, or paused input has reached the point where TCP pushes back.
+            let held_back = c.stalled && c.inbuf.len() >= PAUSED_INPUT_BYTES;
+            if !c.recv_armed && c.life == Life::Open && !c.peer_eof && !held_back {
+                self.arm_recv(key);
+            }
         }
     }
 
@@ -286,7 +300,10 @@ impl Shard {
     /// PUBSUB query of the client's is still being answered by the other shards; HTTP
     /// does not, so `/stats` stays readable while publishers are held back.
     pub(super) fn must_pause(&self, conn: &Conn) -> bool {
-        if conn.out.queued_bytes() >= self.cfg.max_pending_bytes {
+        // Past the cap, not at it: deliveries fill a `drop`-policy subscriber's queue up to
+        // exactly the cap and no further, and such a client must still be able to
+        // UNSUBSCRIBE or QUIT; only its own replies can take it past.
+        if conn.out.queued_bytes() > self.cfg.max_pending_bytes {
             return true;
         }
         match conn.proto {
@@ -325,10 +342,18 @@ impl Shard {
             self.conns[key].stalled = false;
             self.process_inbuf(key);
             self.check_input(key);
-            let Some(c) = self.conns.get(key) else {
+            let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
-            if !c.stalled && !c.recv_armed && c.life == Life::Open {
+            if c.stalled || c.life != Life::Open {
+                continue;
+            }
+            if c.peer_eof {
+                // Everything complete has run; what is left is at most a command the client
+                // never finished. Send the replies, then close.
+                c.life = Life::CloseAfterFlush;
+                self.mark_dirty(key);
+            } else if !c.recv_armed {
                 self.arm_recv(key);
             }
         }

@@ -275,7 +275,7 @@ fn parse_multibulk(
     let count = count as usize;
     // Continue where the last call stopped, if it stopped inside these bytes.
     let (mut pos, done) = match (resume.pos as usize, resume.done as usize) {
-        (p, d) if p >= first && p <= input.len() && d < count => (p, d),
+        (p, d) if d > 0 && p > first && p <= input.len() && d < count => (p, d),
         _ => (first, 0),
     };
     // A command that arrives whole (the usual case) is framed and copied in one pass; one
@@ -291,19 +291,33 @@ fn parse_multibulk(
         return Ok(Some(pos));
     }
     for i in done..count {
-        let Some((_, end)) = frame_bulk(input, pos, limits)? else {
+        let framed = match frame_bulk(input, pos, limits) {
+            Ok(framed) => framed,
+            // Errors are rare and final: confirm from the start rather than on the word of
+            // the resume point.
+            Err(_) => {
+                *resume = Resume::default();
+                return parse_multibulk(input, limits, args, resume);
+            }
+        };
+        let Some((_, end)) = framed else {
             return Ok(resume.stop_at(pos, i));
         };
         pos = end;
     }
+    // Complete: frame and copy once more from the start. The resume point is the caller's
+    // word that the first arguments were framed already; this pass checks it rather than
+    // trusting it, so a stale `Resume` costs time, never a wrong command or a panic.
+    *resume = Resume::default();
     let mut at = first;
-    for _ in 0..count {
-        let (start, len) = bulk_at(input, at);
-        args.push(&input[start..start + len]);
-        at = start + len + 2;
+    for i in 0..count {
+        let Some((start, end)) = frame_bulk(input, at, limits)? else {
+            return Ok(resume.stop_at(at, i));
+        };
+        args.push(&input[start..end - 2]);
+        at = end;
     }
-    debug_assert_eq!(at, pos);
-    Ok(Some(pos))
+    Ok(Some(at))
 }
 
 /// Finds the CR ending the `*N` or `$N` line at the start of `input`: `Ok(None)` until it and
@@ -349,13 +363,6 @@ fn frame_bulk(
         return Ok(None);
     }
     Ok(Some((start, start + len + 2)))
-}
-
-/// Where the data of an already framed bulk starts, and its length.
-fn bulk_at(input: &[u8], pos: usize) -> (usize, usize) {
-    let cr = pos + input[pos..].iter().position(|&b| b == b'\r').unwrap_or(0);
-    let len = string2ll(&input[pos + 1..cr]).unwrap_or(0) as usize;
-    (cr + 2, len)
 }
 
 fn parse_inline(
@@ -641,6 +648,32 @@ mod tests {
         assert_eq!(parse(&long), Err(ProtocolError::TooBigBulkCount));
     }
 
+    proptest::proptest! {
+        /// Whatever resume point a caller passes, a command or an error that comes back is
+        /// exactly what parsing from scratch gives, and nothing panics.
+        #[test]
+        fn any_resume_point_fails_safe(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+            pos in 0u32..100,
+            done in 0u32..8,
+            star in proptest::prelude::any::<bool>(),
+        ) {
+            let mut input = bytes;
+            if star {
+                input.splice(0..0, b"*3\r\n".iter().copied());
+            }
+            let l = Limits { max_bulk_len: 32, max_multibulk_len: 8, max_inline_len: 64 };
+            let (mut a, mut b) = (Args::new(), Args::new());
+            let mut r = Resume { pos, done };
+            let got = parse_command_resuming(&input, &l, &mut a, &mut r);
+            let want = parse_command(&input, &l, &mut b);
+            if !matches!(got, Ok(None)) {
+                proptest::prop_assert_eq!(&got, &want);
+                proptest::prop_assert!(a.iter().eq(b.iter()));
+            }
+        }
+    }
+
     #[test]
     fn an_incomplete_multibulk_resumes_after_its_framed_arguments() {
         let l = Limits::default();
@@ -664,6 +697,14 @@ mod tests {
         assert_eq!(
             parse_command_resuming(&more, &l, &mut a, &mut stale),
             Ok(Some(more.len()))
+        );
+        // One inside them that claims garbage was framed is checked: the same error as
+        // parsing from scratch, no panic.
+        let bad = b"*2\r\nXX$1\r\nb\r\n";
+        let mut stale = Resume { pos: 6, done: 1 };
+        assert_eq!(
+            parse_command_resuming(bad, &l, &mut a, &mut stale),
+            Err(ProtocolError::ExpectedDollar(b'X'))
         );
     }
 
