@@ -229,12 +229,7 @@ fn subcommands_auth_select_and_quoted_errors_match_redis() {
             })
             .collect()
     };
-    let redis = RedisServer::start();
-    let want = run(redis.addr);
-    for shards in [1, 2] {
-        let server = Server::start(shards, &[]);
-        assert_eq!(run(server.resp), want, "{shards} shard(s)");
-    }
+    same_as_redis_on_1_and_2_shards(run);
 }
 
 /// A RESP3 session (`HELLO 3`, as redis-py 8 opens every connection): pushes with `>`,
@@ -293,12 +288,7 @@ fn resp3_session_matches_redis() {
             })
             .collect()
     };
-    let redis = RedisServer::start();
-    let want = run(redis.addr);
-    for shards in [1, 2] {
-        let server = Server::start(shards, &[]);
-        assert_eq!(run(server.resp), want, "{shards} shard(s)");
-    }
+    same_as_redis_on_1_and_2_shards(run);
 }
 
 /// A RESP3 client may publish while subscribed; like Redis, its own copy of the message comes
@@ -316,4 +306,15 @@ fn resp3_self_publish_order_matches_redis_on_one_shard() {
     let redis = RedisServer::start();
     let server = Server::start(1, &[]);
     assert_eq!(run(server.resp), run(redis.addr));
+}
+
+/// Runs `run` against redis-server, then against corecast with one and with two shards, and
+/// requires the same transcript from each.
+fn same_as_redis_on_1_and_2_shards<T: PartialEq + std::fmt::Debug>(run: impl Fn(SocketAddr) -> T) {
+    let redis = RedisServer::start();
+    let want = run(redis.addr);
+    for shards in [1, 2] {
+        let server = Server::start(shards, &[]);
+        assert_eq!(run(server.resp), want, "{shards} shard(s)");
+    }
 }
