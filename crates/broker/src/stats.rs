@@ -44,6 +44,12 @@ pub struct Counters {
     pub protocol_errors: u64,
     /// Connections closed for holding more unparsed input than allowed.
     pub input_overflows: u64,
+    /// Times a connection's input was paused: it had more than `max_pending_bytes` of replies
+    /// unread, too many publishes or a query in flight, or the mesh was congested.
+    pub input_pauses: u64,
+    /// Connections closed by a receive error: reset by the peer, or found dead by TCP
+    /// keepalive (a client that vanished without a FIN).
+    pub receive_errors: u64,
     /// Multishot receives ended because no provided buffer was free.
     pub recv_no_buffers: u64,
     /// Send batches submitted.
@@ -53,7 +59,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 19] {
+    fn fields(&self) -> [(&'static str, u64, bool); 21] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -76,6 +82,8 @@ impl Counters {
             ("accept_errors", self.accept_errors, false),
             ("protocol_errors", self.protocol_errors, false),
             ("input_overflows", self.input_overflows, false),
+            ("input_pauses", self.input_pauses, false),
+            ("receive_errors", self.receive_errors, false),
             ("recv_no_buffers", self.recv_no_buffers, false),
             ("send_batches", self.send_batches, false),
             ("zerocopy_sends", self.zerocopy_sends, false),
@@ -101,6 +109,8 @@ impl Counters {
             accept_errors,
             protocol_errors,
             input_overflows,
+            input_pauses,
+            receive_errors,
             recv_no_buffers,
             send_batches,
             zerocopy_sends

@@ -181,8 +181,33 @@ fn pipelining_without_reading_is_paused_not_buffered() {
     assert!(n < BOUND, "HTTP client pushed {n} bytes of requests in");
 
     still_serving(&mut server);
-    let (status, _) = support::http_get(server.http, "/stats");
-    assert_eq!(status, 200);
+    let s = server.wait_stats("input pauses", |s| {
+        s["total"]["input_pauses"].as_u64() >= Some(3)
+    });
+    assert_eq!(
+        s["total"]["input_overflows"], 0,
+        "paused input is not an overflow"
+    );
+}
+
+/// A client that resets its connection is closed and counted; nobody else notices.
+#[test]
+fn a_reset_connection_is_counted() {
+    let mut server = Server::start(1, &[]);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.connect(&server.resp.into()).unwrap();
+    let mut c = RespConn::from(TcpStream::from(sock.try_clone().unwrap()));
+    c.cmd(&[b"SUBSCRIBE", b"gone"]);
+    c.read_replies(1);
+    // Linger 0: close sends a RST instead of a FIN.
+    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(sock);
+    drop(c);
+    server.wait_stats("receive error", |s| {
+        s["total"]["receive_errors"].as_u64() >= Some(1)
+            && s["total"]["subscriptions"].as_u64() == Some(0)
+    });
+    still_serving(&mut server);
 }
 
 /// Sends `GET /stats` on a kept-alive connection and returns the parsed body.

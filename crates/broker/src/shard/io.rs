@@ -186,6 +186,7 @@ impl Shard {
             self.counters.recv_no_buffers += 1;
         } else if res != -libc::ECANCELED {
             tracing::debug!(shard = self.id, key, error = %std::io::Error::from_raw_os_error(-res), "receive failed; closing");
+            self.counters.receive_errors += 1;
             self.begin_close(key);
         }
         let Some(c) = self.conns.get(key) else { return };
@@ -287,6 +288,7 @@ impl Shard {
         if !conn.stalled {
             conn.stalled = true;
             self.stalled.push(key as u32);
+            self.counters.input_pauses += 1;
         }
     }
 
