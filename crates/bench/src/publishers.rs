@@ -68,11 +68,13 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
             let ts_ns = match plan.rate {
                 Some(rate) => {
                     let due = start + (sent as f64 * 1e9 / rate) as u64;
-                    if due > now_ns() {
+                    let now = now_ns();
+                    if due > now {
                         if in_batch > 0 {
                             break;
                         }
-                        let wait = due - now_ns();
+                        // One reading of the clock: a second one could already be past `due`.
+                        let wait = due - now;
                         if wait > 200_000 {
                             std::thread::sleep(Duration::from_nanos(wait - 100_000));
                         }

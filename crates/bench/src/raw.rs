@@ -99,8 +99,13 @@ impl RawBroker {
             if let Some(rate) = rate {
                 // Open loop: one message per tick, stamped with its scheduled time.
                 let due = start + (sent as f64 * 1e9 / rate) as u64;
-                while now_ns() < due {
-                    if due - now_ns() > 200_000 {
+                loop {
+                    // One reading of the clock per step: a second one could be past `due`.
+                    let now = now_ns();
+                    if now >= due {
+                        break;
+                    }
+                    if due - now > 200_000 {
                         std::thread::sleep(Duration::from_micros(100));
                     } else {
                         std::hint::spin_loop();
