@@ -126,6 +126,7 @@ fn fan_out_crosses_shards() {
             subs.len()
         );
     }
+    let n = subs.len() as u64;
     for s in subs {
         let got = s.join().unwrap();
         assert_eq!(
@@ -133,8 +134,10 @@ fn fan_out_crosses_shards() {
             (0..100).map(|i| i.to_string()).collect::<Vec<_>>()
         );
     }
-    let s = server.wait_stats("published", |s| {
+    // Each shard publishes its own snapshot every 100 ms: wait until both have caught up.
+    let s = server.wait_stats("published and delivered", |s| {
         s["total"]["published"].as_u64() == Some(100)
+            && s["total"]["delivered"].as_u64() == Some(100 * n)
     });
     let published = per_shard(&s, "published");
     let delivered = per_shard(&s, "delivered");
