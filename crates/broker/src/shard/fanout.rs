@@ -131,18 +131,12 @@ impl Shard {
                 channel,
                 frame,
                 ts_ns,
-            } => {
-                let subs = self.local.subscribers(ns, &channel);
-                sink!(self).enqueue_all(subs, frame, ts_ns);
-            }
+            } => self.deliver_here(ns, &channel, frame, ts_ns),
             ShardMsg::DeliverPattern {
                 pattern,
                 frame,
                 ts_ns,
-            } => {
-                let subs = self.local.pattern_subscribers(&pattern);
-                sink!(self).enqueue_all(subs, frame, ts_ns);
-            }
+            } => self.deliver_pattern_here(&pattern, frame, ts_ns),
             ShardMsg::SubDelta {
                 ns,
                 channel,
@@ -190,6 +184,18 @@ impl Shard {
         }
     }
 
+    /// Queues a channel's message frame for this shard's subscribers of it.
+    fn deliver_here(&mut self, ns: Ns, channel: &[u8], frame: Bytes, ts_ns: u64) {
+        let subs = self.local.subscribers(ns, channel);
+        sink!(self).enqueue_all(subs, frame, ts_ns);
+    }
+
+    /// Queues a pattern's message frame for this shard's subscribers of the pattern.
+    fn deliver_pattern_here(&mut self, pattern: &[u8], frame: Bytes, ts_ns: u64) {
+        let subs = self.local.pattern_subscribers(pattern);
+        sink!(self).enqueue_all(subs, frame, ts_ns);
+    }
+
     /// Publishes on the owner: assigns the sequence number, encodes once per format, and
     /// hands one frame handle to every interested shard. Returns the subscriber count.
     pub(super) fn fanout(&mut self, ns: Ns, channel: &[u8], payload: &[u8], ts_ns: u64) -> i64 {
@@ -222,8 +228,7 @@ impl Shard {
                 if s == self.id {
                     // Local subscribers get it now, as Redis does: before the publisher's
                     // reply, and before a command pipelined behind the PUBLISH runs.
-                    let subs = self.local.subscribers(ns, &name);
-                    sink!(self).enqueue_all(subs, frame, ts_ns);
+                    self.deliver_here(ns, &name, frame, ts_ns);
                     continue;
                 }
                 self.send_to(
@@ -252,8 +257,7 @@ impl Shard {
                 let frame = Bytes::from(v);
                 for &s in &targets {
                     if s == self.id {
-                        let subs = self.local.pattern_subscribers(&pattern);
-                        sink!(self).enqueue_all(subs, frame.clone(), ts_ns);
+                        self.deliver_pattern_here(&pattern, frame.clone(), ts_ns);
                         continue;
                     }
                     self.send_to(

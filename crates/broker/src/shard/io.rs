@@ -295,7 +295,8 @@ impl Shard {
     /// Whether a connection must not parse more input now.
     ///
     /// Every command's reply lands in the connection's own queue, so a client that pipelines
-    /// commands without reading its replies is paused once `max_pending_bytes` are queued,
+    /// commands without reading its replies is paused once more than `max_pending_bytes` are
+    /// queued,
     /// subscribed or not, RESP or HTTP: its replies never grow without bound. (A subscriber's
     /// deliveries meet the same cap in the slow-consumer policy.) RESP input also waits while
     /// another shard's ring is congested, the client has too many publishes in flight, or a

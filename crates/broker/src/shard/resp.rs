@@ -7,8 +7,9 @@ use super::{PendingKind, Shard};
 use crate::conn::Life;
 use crate::msg::{Ns, Query};
 
-/// Commands Redis knows; in subscribed mode Redis answers "Can't execute" for these rather
-/// than "unknown command", and so do we. Not exhaustive: the common ones clients send.
+/// Commands Redis knows that corecast does not run; in subscribed mode Redis answers "Can't
+/// execute" for these rather than "unknown command", and so do we. Not exhaustive: the common
+/// ones clients send.
 const REDIS_COMMANDS: &[&str] = &[
     "get",
     "set",
@@ -39,8 +40,6 @@ const REDIS_COMMANDS: &[&str] = &[
     "zadd",
     "zrange",
     "zrem",
-    "select",
-    "auth",
     "info",
     "dbsize",
     "flushdb",
@@ -78,12 +77,6 @@ const REDIS_COMMANDS: &[&str] = &[
     "object",
     "memory",
     "debug",
-    "echo",
-    "publish",
-    "spublish",
-    "pubsub",
-    "client",
-    "hello",
     "readonly",
     "readwrite",
     "cluster",
