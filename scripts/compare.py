@@ -10,9 +10,10 @@ release builds: cargo build --release -p corecast-server -p corecast-bench.
 Usage: scripts/compare.py [--duration 3] [--repeat 3] [--out FILE.md] [--svg FILE.svg] [--skip-memory]
 
 --repeat N runs every scenario N times, the targets taking turns within each round (so a noisy
-stretch of the machine hits all of them), and reports each target's median run: by delivered
-rate, or by p99 in the latency scenario. Identical runs differ by up to 2x on the development
-machine; single runs are not a record.
+stretch of the machine hits all of them), and reports two tables from the same runs: each
+target's median run and its best run (by delivered rate, or by p99 in the latency scenario),
+then every run's figure. Identical runs differ by up to 2.5x on the development machine, whose
+noise only ever slows a run down; single runs are not a record.
 
 --svg draws the latency scenario's percentile curves (corecast vs redis-server vs raw) from
 the histograms the load generator reports.
@@ -192,7 +193,7 @@ def main():
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--idle-conns", type=int, default=15000)
     ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per scenario and target; each target's median run is reported")
+                    help="runs per scenario and target; each target's median and best runs are reported")
     a = ap.parse_args()
 
     brokers = start_brokers(a.broker_cpu)
@@ -210,9 +211,8 @@ def main():
                                               proc.pid))
                 runs["raw"].append(bench(args, a.load_cpu, a.duration,
                                          ["--raw", "--raw-cpu", str(a.broker_cpu)]))
-            res = {t: median_run(v, "latency" in name) for t, v in runs.items()}
-            rows.append((name, res))
-            raw_json[name] = res
+            rows.append((name, runs))
+            raw_json[name] = {t: pick_run(v, "latency" in name) for t, v in runs.items()}
             print(f"done: {name}", file=sys.stderr)
         memory = {}
         if not a.skip_memory:
@@ -242,6 +242,33 @@ def main():
             proc.terminate()
             proc.wait(timeout=10)
 
+    picks = ["median", "best"] if a.repeat > 1 else ["median"]
+    lines = []
+    for pick in picks:
+        if a.repeat > 1:
+            lines += [f"{pick.capitalize()} of {a.repeat} runs per target:", ""]
+        picked = [(name, {t: pick_run(v, "latency" in name, pick) for t, v in runs.items()})
+                  for name, runs in rows]
+        lines += table(picked, memory, a.idle_conns) + [""]
+        if pick == "median" and a.svg:
+            for name, res in picked:
+                if "latency" in name and not any("error" in r for r in res.values()):
+                    with open(a.svg, "w") as f:
+                        f.write(svg_curves(name, {t: res[t]["latency_curve_us"] for t in TARGETS}))
+    if a.repeat > 1:
+        lines += ["Every run, in order (M msg/s, or p99 ms in the latency scenario):", ""]
+        for name, runs in rows:
+            res = {t: pick_run(v, "latency" in name) for t, v in runs.items()}
+            if any("error" in r for r in res.values()):
+                continue
+            scale = 1e3 if "latency" in name else 1e6
+            lines.append(f"- {name}: " + "; ".join(
+                f"{t} " + " / ".join(f"{v / scale:.2f}" for v in res[t]["runs"]) for t in TARGETS))
+    write_report(lines, raw_json, a.out)
+
+
+def table(rows, memory, idle_conns):
+    """The Markdown table of one pick of runs: a row per scenario, then memory."""
     lines = ["| scenario | " + " | ".join(TARGETS) + " | "
              + " | ".join(f"corecast ÷ {p.split('-')[0]}" for p in PEERS) + " | corecast ÷ raw"
              + " | per broker CPU-second (busy) |",
@@ -267,27 +294,30 @@ def main():
                      + " | ".join(f"{d['corecast'] / d[t]:.2f}" if d[t] else "–" for t in PEERS + ["raw"])
                      + f" | {eff_cell} |" + ("" if lost == 0 else f" (lost {lost})"))
     if memory:
-        lines.append(f"| RSS growth per idle subscribed connection ({a.idle_conns}) | "
+        lines.append(f"| RSS growth per idle subscribed connection ({idle_conns}) | "
                      + " | ".join(f"{memory[t]:.0f} B" if t in memory else "–" for t in TARGETS) + " | "
                      + " | ".join(f"{memory['corecast'] / max(memory[t], 1):.2f}" for t in PEERS) + " | – | |")
-    if a.svg:
-        for name, res in rows:
-            if "latency" in name and not any("error" in r for r in res.values()):
-                curves = {t: res[t]["latency_curve_us"] for t in TARGETS}
-                with open(a.svg, "w") as f:
-                    f.write(svg_curves(name, curves))
-    write_report(lines, raw_json, a.out)
+    return lines
 
 
-def median_run(results, latency):
-    """The median of one target's runs of a scenario (by p99 latency, or by delivered rate),
-    with every run's figure kept under "runs" for the record. An error in any run wins."""
+def pick_run(results, latency, pick="median"):
+    """One target's median or best run of a scenario (by p99 latency, lowest best, or by
+    delivered rate, highest best), with every run's figure kept under "runs" for the record.
+    An error in any run wins.
+
+    Best-of-N is there because this machine's noise only ever slows a run down (identical
+    runs of the fan-out rows land on one of two speeds, see docs/benchmarks.md), so the best
+    run is the closest estimate of what each target can do; every target gets the same
+    treatment, and the median is the default."""
     for r in results:
         if "error" in r:
             return r
     key = (lambda r: r["latency_us"]["p99"]) if latency else (lambda r: r["delivered_per_s"])
     ordered = sorted(results, key=key)
-    chosen = dict(ordered[len(ordered) // 2])
+    if pick == "best":
+        chosen = dict(ordered[0] if latency else ordered[-1])
+    else:
+        chosen = dict(ordered[len(ordered) // 2])
     chosen["runs"] = [key(r) for r in results]
     chosen["lost"] = max(r["lost"] for r in results)
     return chosen
