@@ -192,7 +192,7 @@ impl RawBroker {
             if idle {
                 // Sleep until a subscriber thread moves the window, so the sender's CPU use
                 // (reported by scripts/compare.py) is work, not spinning.
-                shared.wait_for_window(&active, window, 1);
+                shared.wait_for_window(&active, window);
             }
         }
         // The sockets go back to the caller, which closes them once the subscribers have

@@ -2,8 +2,7 @@
 //! and the least any subscriber of the channel has received (the window's other edge).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::thread::Thread;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Shared state of one run.
@@ -21,11 +20,11 @@ pub struct Shared {
     pub senders_done: AtomicBool,
     /// CLOCK_MONOTONIC ns when measurement starts (after warm-up).
     pub measure_from_ns: AtomicU64,
-    /// Senders waiting for a window to open (publishers and the raw sender park rather than
-    /// spin, so their CPU is left to the subscriber threads that share it), and, per channel,
-    /// which threads wait on it: a subscriber wakes only the senders of a channel that moved.
+    /// Senders waiting for their window to open, and where they wait (the raw sender, so its
+    /// CPU use is work rather than spinning).
     waiting: AtomicUsize,
-    parked: Vec<Mutex<Vec<Thread>>>,
+    gate: Mutex<()>,
+    opened: Condvar,
 }
 
 impl Shared {
@@ -40,55 +39,30 @@ impl Shared {
             senders_done: AtomicBool::new(false),
             measure_from_ns: AtomicU64::new(u64::MAX),
             waiting: AtomicUsize::new(0),
-            parked: (0..channels).map(|_| Mutex::new(Vec::new())).collect(),
+            gate: Mutex::new(()),
+            opened: Condvar::new(),
         }
     }
 
-    /// Subscriber threads call this after moving `acked[..][channel]` forward: it wakes the
-    /// senders parked on that channel, if any (one atomic load when none is).
-    pub fn acked_moved(&self, channel: usize) {
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        for t in self.parked[channel]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            t.unpark();
+    /// Subscriber threads call this after moving `acked` forward.
+    pub fn acked_moved(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            self.opened.notify_all();
         }
     }
 
-    /// Parks until one of `channels` has room for `min_room` messages under `window`, `stop`
-    /// is set, or 1 ms passed (the bound keeps a missed wake-up cheap).
-    ///
-    /// Parking rather than spinning matters for the record (see `publishers::start_room`).
-    ///
-    /// No wake-up is lost: the sender counts itself in `waiting` and registers before it checks
-    /// the window, and a subscriber stores `acked` before it reads `waiting` (all SeqCst), so
-    /// either the check sees the new `acked` or the subscriber sees the sender and unparks it
-    /// (an unpark before the park makes the park return at once).
-    pub fn wait_for_window(&self, channels: &[usize], window: u64, min_room: u64) {
-        let me = std::thread::current();
+    /// Blocks until one of `channels` has room under `window`, `stop` is set, or 1 ms passed
+    /// (the bound keeps a missed wake-up cheap).
+    pub fn wait_for_window(&self, channels: &[usize], window: u64) {
+        let open = || {
+            self.stop.load(Ordering::Acquire)
+                || channels.iter().any(|&c| self.allowance(c, window) > 0)
+        };
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        for &c in channels {
-            self.parked[c]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(me.clone());
-        }
-        let open = self.stop.load(Ordering::Acquire)
-            || channels
-                .iter()
-                .any(|&c| self.allowance(c, window) >= min_room.max(1));
-        if !open {
-            std::thread::park_timeout(Duration::from_millis(1));
-        }
-        for &c in channels {
-            self.parked[c]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|t| t.id() != me.id());
+        let g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if !open() {
+            let _ = self.opened.wait_timeout(g, Duration::from_millis(1));
         }
         self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
@@ -116,31 +90,6 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_parked_sender_is_woken_by_its_channel_and_leaves_no_trace() {
-        let s = std::sync::Arc::new(Shared::new(2, 1));
-        s.acked[0][0].store(0, Ordering::SeqCst);
-        s.published[0].store(4, Ordering::SeqCst);
-        assert_eq!(s.allowance(0, 4), 0);
-        let waiter = {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                // Parks (1 ms at most per call) until the subscriber has moved channel 0.
-                while s.allowance(0, 4) == 0 {
-                    s.wait_for_window(&[0, 1], 4, 1);
-                }
-            })
-        };
-        while s.waiting.load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
-        }
-        s.acked[0][0].store(1, Ordering::SeqCst);
-        s.acked_moved(0);
-        waiter.join().unwrap();
-        assert_eq!(s.waiting.load(Ordering::SeqCst), 0);
-        assert!(s.parked.iter().all(|p| p.lock().unwrap().is_empty()));
-    }
 
     #[test]
     fn the_window_closes_until_subscribers_catch_up() {

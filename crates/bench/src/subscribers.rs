@@ -150,6 +150,7 @@ impl SubscriberThread {
         };
         let mut stop_seen: Option<std::time::Instant> = None;
         let mut touched = vec![false; self.by_channel.len()];
+        let mut moved = false;
         loop {
             self.poll
                 .poll(&mut events, Some(Duration::from_millis(20)))?;
@@ -207,8 +208,11 @@ impl SubscriberThread {
                         .min()
                         .unwrap_or(u64::MAX);
                     shared.acked[self.thread_index][c].store(min, Ordering::SeqCst);
-                    shared.acked_moved(c);
+                    moved = true;
                 }
+            }
+            if std::mem::take(&mut moved) {
+                shared.acked_moved();
             }
             if shared.senders_done.load(Ordering::Acquire) {
                 let since = *stop_seen.get_or_insert_with(std::time::Instant::now);
