@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""Two shards on two CPUs: cross-shard fan-out at full rate, against one shard and redis-server
-under the same conditions.
+"""Two shards on two CPUs: cross-shard fan-out at full rate, against one shard, redis-server and
+nats-server under the same conditions.
 
 corecast runs with --shards 2 on CPUs 0 and 1; the load generator is not pinned and shares both
 CPUs with it (the machine has two). For comparison the same scenarios run against corecast with
-one shard and redis-server, each pinned to CPU 0, with the load generator again unpinned. Per
+one shard, redis-server and nats-server, each pinned to CPU 0, with the load generator again
+unpinned. Per
 run the table gives delivered messages/s, loss, how the subscribers split over the shards, ring
 overflows, and the CPU time the broker and the load generator used (from /proc), which is what
 says where the limit is.
 
-Requires redis-server (Debian), taskset, and release builds:
+Requires redis-server and nats-server (Debian), taskset, and release builds:
     cargo build --release -p corecast-server -p corecast-bench
 Usage: scripts/two-shards.py [--duration 3] [--repeat 3] [--out FILE.md]
 """
@@ -50,13 +51,17 @@ def start(kind):
         cmd = ["taskset", "-c", "0", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", "--maxclients", "20000"]
         http = None
+    elif kind == "nats-server":
+        # Pinned to one CPU, the Go runtime sizes GOMAXPROCS to it.
+        cmd = ["taskset", "-c", "0", "nats-server", "-a", "127.0.0.1", "-p", str(port)]
+        http = None
     else:
         http = free_port()
         shards = ["--cores", "0,1"] if kind == "corecast 2 shards" else ["--shards", "1"]
         pin = [] if kind == "corecast 2 shards" else ["taskset", "-c", "0"]
         cmd = pin + [os.path.join(BIN, "corecast")] + shards + [
             "--resp-listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http}", "--log", "warn"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, port, http
 
@@ -67,7 +72,8 @@ def run(kind, args, duration):
         before_broker = cpu_s(proc.pid)
         bench = subprocess.Popen(
             [os.path.join(BIN, "corecast-bench"), "--json", "--duration-s", str(duration),
-             "--warmup-s", "1", "--target", f"127.0.0.1:{port}"] + args,
+             "--warmup-s", "1", "--target", f"127.0.0.1:{port}"] + args
+            + (["--proto", "nats"] if kind == "nats-server" else []),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Sample subscriber placement mid-run (after the warm-up), while everyone is connected.
         time.sleep(1 + duration / 2)
@@ -102,9 +108,9 @@ def main():
                     help="runs per cell; the median (by delivered rate) is reported, since the "
                          "unpinned load generator makes single runs swing widely")
     a = ap.parse_args()
-    kinds = ["redis-server", "corecast 1 shard", "corecast 2 shards"]
-    lines = ["| scenario | " + " | ".join(kinds) + " | 2 shards ÷ 1 shard | 2 shards ÷ redis | 2-shard placement (subs per shard), ring_full, broker CPU s |",
-             "|---|---|---|---|---|---|---|"]
+    kinds = ["redis-server", "nats-server", "corecast 1 shard", "corecast 2 shards"]
+    lines = ["| scenario | " + " | ".join(kinds) + " | 2 shards ÷ 1 shard | 2 shards ÷ redis | 2 shards ÷ nats | 2-shard placement (subs per shard), ring_full, broker CPU s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     everything = {}
     for name, args in SCENARIOS:
         res = {}
@@ -116,14 +122,15 @@ def main():
         everything[name] = res
         print(f"done: {name}: " + ", ".join(f"{k} {r.get('delivered_per_s', r.get('error'))}" for k, r in res.items()), file=sys.stderr)
         if any("error" in r or not r["delivered_per_s"] for r in res.values()):
-            lines.append(f"| {name} | " + " | ".join(str(res[k].get("error", "ok")) for k in kinds) + " | | | |")
+            lines.append(f"| {name} | " + " | ".join(str(res[k].get("error", "ok")) for k in kinds) + " | | | | |")
             continue
         d = {k: res[k]["delivered_per_s"] for k in kinds}
         lost = sum(res[k]["lost"] + res[k]["reordered"] + res[k]["duplicated"] for k in kinds)
         two = res["corecast 2 shards"]
         detail = f"{two['placement']}, {two['ring_full']}, {two['broker_cpu_s']:.1f} of {2 * (a.duration + 1):.0f} CPU-s"
         lines.append(f"| {name} | " + " | ".join(fmt_rate(d[k]) for k in kinds)
-                     + f" | {d['corecast 2 shards'] / d['corecast 1 shard']:.2f} | {d['corecast 2 shards'] / d['redis-server']:.2f} | {detail} |"
+                     + f" | {d['corecast 2 shards'] / d['corecast 1 shard']:.2f} | {d['corecast 2 shards'] / d['redis-server']:.2f}"
+                     + f" | {d['corecast 2 shards'] / d['nats-server']:.2f} | {detail} |"
                      + ("" if lost == 0 else f" (lost/reordered/duplicated {lost})"))
     write_report(lines, everything, a.out)
 
