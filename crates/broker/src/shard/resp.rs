@@ -233,15 +233,21 @@ impl Shard {
         self.reply_with(key, |b| encode::error(b, msg));
     }
 
-    /// The reply to each channel or pattern past `max_subscriptions` (Redis has no such
-    /// limit, so no text to copy; one error per refused name keeps the reply count that
-    /// clients expect from a multi-channel SUBSCRIBE).
-    fn subscription_limit_error(&mut self, key: usize) {
+    /// Refuses a new channel or pattern when the connection already holds
+    /// `max_subscriptions` (one that it holds is never refused: re-subscribing adds nothing).
+    /// Redis has no such limit, so no text to copy; one error per refused name keeps the
+    /// reply count that clients expect from a multi-channel SUBSCRIBE.
+    fn refused_past_limit(&mut self, key: usize, already_held: bool) -> bool {
+        let resp = &self.conns[key].resp;
         let max = self.cfg.max_subscriptions;
+        if already_held || resp.classic_count() + resp.schannels.len() < max {
+            return false;
+        }
         self.reply_error(
             key,
             &format!("ERR max subscriptions per connection reached ({max})"),
         );
+        true
     }
 
     /// `unknown subcommand 'x'. Try PUBSUB HELP.`, with `x` as the client sent it.
@@ -403,17 +409,21 @@ impl Shard {
             b"ssubscribe"
         };
         for ch in args.iter().skip(1) {
+            let resp = &self.conns[key].resp;
+            let held = if ns == Ns::Plain {
+                resp.channels.contains(ch)
+            } else {
+                resp.schannels.contains(ch)
+            };
+            if self.refused_past_limit(key, held) {
+                continue;
+            }
             let resp = &mut self.conns[key].resp;
-            let held = resp.classic_count() + resp.schannels.len();
             let set = if ns == Ns::Plain {
                 &mut resp.channels
             } else {
                 &mut resp.schannels
             };
-            if held >= self.cfg.max_subscriptions && !set.contains(ch) {
-                self.subscription_limit_error(key);
-                continue;
-            }
             let channel = Bytes::copy_from_slice(ch);
             let added = set.insert(channel.clone());
             let count = if ns == Ns::Plain {
@@ -434,13 +444,11 @@ impl Shard {
     fn cmd_psubscribe(&mut self, key: usize, args: &Args) {
         let resp3 = self.conns[key].resp3;
         for p in args.iter().skip(1) {
-            let resp = &mut self.conns[key].resp;
-            if resp.classic_count() + resp.schannels.len() >= self.cfg.max_subscriptions
-                && !resp.patterns.contains(p)
-            {
-                self.subscription_limit_error(key);
+            let held = self.conns[key].resp.patterns.contains(p);
+            if self.refused_past_limit(key, held) {
                 continue;
             }
+            let resp = &mut self.conns[key].resp;
             let pattern = Bytes::copy_from_slice(p);
             let added = resp.patterns.insert(pattern.clone());
             let count = resp.classic_count();

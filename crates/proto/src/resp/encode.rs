@@ -55,22 +55,21 @@ pub fn null(out: &mut Vec<u8>, resp3: bool) {
     }
 }
 
-/// `%<n>\r\n`: a RESP3 map of `n` key/value pairs.
-pub fn map_header(out: &mut Vec<u8>, n: usize) {
-    out.push(b'%');
+/// `<type><n>\r\n`: the header every aggregate (array, map, push) shares.
+fn aggregate_header(out: &mut Vec<u8>, type_byte: u8, n: usize) {
+    out.push(type_byte);
     decimal(out, n as i64);
     out.extend_from_slice(b"\r\n");
 }
 
+/// `%<n>\r\n`: a RESP3 map of `n` key/value pairs.
+pub fn map_header(out: &mut Vec<u8>, n: usize) {
+    aggregate_header(out, b'%', n);
+}
+
 /// The header of an out-of-band message: RESP3's push `><n>`, or a RESP2 array.
 pub fn push_header(out: &mut Vec<u8>, n: usize, resp3: bool) {
-    if resp3 {
-        out.push(b'>');
-        decimal(out, n as i64);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        array_header(out, n);
-    }
+    aggregate_header(out, if resp3 { b'>' } else { b'*' }, n);
 }
 
 /// A `message`, `pmessage` or `smessage` frame as a RESP3 client gets it: the same bytes with
@@ -85,9 +84,7 @@ pub fn resp3_push_from(frame: &[u8], out: &mut Vec<u8>) {
 
 /// `*<n>\r\n`.
 pub fn array_header(out: &mut Vec<u8>, n: usize) {
-    out.push(b'*');
-    decimal(out, n as i64);
-    out.extend_from_slice(b"\r\n");
+    aggregate_header(out, b'*', n);
 }
 
 /// Bytes a bulk string of `len` bytes takes on the wire.
