@@ -296,8 +296,7 @@ impl Shard {
     ///
     /// Every command's reply lands in the connection's own queue, so a client that pipelines
     /// commands without reading its replies is paused once more than `max_pending_bytes` are
-    /// queued,
-    /// subscribed or not, RESP or HTTP: its replies never grow without bound. (A subscriber's
+    /// queued, subscribed or not, RESP or HTTP: its replies never grow without bound. (A subscriber's
     /// deliveries meet the same cap in the slow-consumer policy.) RESP input also waits while
     /// another shard's ring is congested, the client has too many publishes in flight, or a
     /// PUBSUB query of the client's is still being answered by the other shards; HTTP
