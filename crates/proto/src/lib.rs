@@ -8,4 +8,5 @@
 
 pub mod glob;
 pub mod http;
+pub mod json;
 pub mod resp;
