@@ -1,20 +1,11 @@
 //! One client connection as a shard sees it.
 
-pub use crate::subset::SubSet;
 use bytes::Bytes;
-use corecast_proto::resp::Resume;
 
+use crate::delivery::Format;
 use crate::outbound::Outbound;
+pub use crate::session::{Protocol, Session};
 use crate::tables::ConnRef;
-
-/// Which front-end speaks on this connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// Redis protocol (RESP2).
-    Resp,
-    /// HTTP/1.1 (stats now; WebSocket and SSE later).
-    Http,
-}
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,31 +16,6 @@ pub enum Life {
     CloseAfterFlush,
     /// Shut down; waiting for in-flight operations before the fd is closed.
     Closing,
-}
-
-/// Subscription state of a RESP connection.
-#[derive(Debug, Default)]
-pub struct RespState {
-    /// Classic channels.
-    pub channels: SubSet,
-    /// Patterns.
-    pub patterns: SubSet,
-    /// Sharded channels.
-    pub schannels: SubSet,
-    /// CLIENT SETNAME.
-    pub name: Option<Bytes>,
-}
-
-impl RespState {
-    /// Channels + patterns: the count Redis reports in (un)subscribe replies.
-    pub fn classic_count(&self) -> usize {
-        self.channels.len() + self.patterns.len()
-    }
-
-    /// Whether the connection is in RESP2 subscribed mode.
-    pub fn subscribed(&self) -> bool {
-        self.classic_count() + self.schannels.len() > 0
-    }
 }
 
 /// iovecs and msghdr of one in-flight SENDMSG; boxed so their addresses stay put while the
@@ -77,15 +43,12 @@ pub struct Conn {
     pub fd: i32,
     /// Generation (see [`ConnRef`]).
     pub gen: u32,
-    /// Front-end.
-    pub proto: Protocol,
+    /// How deliveries are encoded for this connection (read by fan-out for every message).
+    pub format: Format,
     /// Life-cycle state.
     pub life: Life,
     /// Bytes received but not yet parsed (empty, and unallocated, for idle connections).
     pub inbuf: Vec<u8>,
-    /// How far the incomplete RESP command at the front of `inbuf` has been framed, so each
-    /// receive frames only what it added (default whenever `inbuf` holds no partial command).
-    pub resume: Resume,
     /// Outbound queue.
     pub out: Outbound,
     /// A multishot receive is armed.
@@ -109,31 +72,22 @@ pub struct Conn {
     pub stalled: bool,
     /// Counted in the global connection count.
     pub counted: bool,
-    /// A PUBSUB query to every shard is unanswered (input waits for it).
-    pub query_inflight: bool,
     /// The client closed its sending side while input it had sent was still paused: the
     /// connection closes once that input has run and the replies are sent.
     pub peer_eof: bool,
-    /// The client switched to RESP3 with `HELLO 3`: pushes start with `>` and subscribed
-    /// mode allows every command. Kept here, beside the fields fan-out already reads, not in
-    /// the boxed `RespState`.
-    pub resp3: bool,
-    /// CLIENT ID / HELLO id: unique for the process's life (shard in the top 16 bits).
-    pub client_id: u64,
-    /// RESP state (boxed: most of a subscriber's footprint, absent for HTTP).
-    pub resp: Box<RespState>,
+    /// The protocol's state (see `session.rs`).
+    pub session: Session,
 }
 
 impl Conn {
     /// A fresh connection.
-    pub fn new(fd: i32, gen: u32, proto: Protocol) -> Self {
+    pub fn new(fd: i32, gen: u32, session: Session) -> Self {
         Self {
             fd,
             gen,
-            proto,
+            format: Format::default(),
             life: Life::Open,
             inbuf: Vec::new(),
-            resume: Resume::default(),
             out: Outbound::default(),
             recv_armed: false,
             recv_cancelling: false,
@@ -145,11 +99,8 @@ impl Conn {
             dirty: false,
             stalled: false,
             counted: false,
-            query_inflight: false,
-            resp3: false,
             peer_eof: false,
-            client_id: 0,
-            resp: Box::default(),
+            session,
         }
     }
 

@@ -4,9 +4,11 @@
 
 pub mod config;
 pub mod conn;
+pub mod delivery;
 pub mod launch;
 pub mod msg;
 pub mod outbound;
+pub mod session;
 pub mod shard;
 pub mod stats;
 pub mod subset;

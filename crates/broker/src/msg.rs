@@ -1,5 +1,8 @@
-//! What crosses the shard mesh. Payloads and frames are `Bytes` handles: a fan-out to many
-//! shards moves reference counts, never bytes.
+//! What crosses the shard mesh. A delivery is the message itself (channel, sequence number,
+//! payload, timestamp), never one front-end's encoding of it: each shard builds the frames
+//! its own subscribers' wire formats need (see `delivery.rs`). Payloads are `Bytes` handles
+//! and a delivery is one `Arc`, so a fan-out to many shards moves reference counts, never
+//! bytes.
 
 use std::sync::Arc;
 
@@ -13,6 +16,57 @@ pub enum Ns {
     Plain = 0,
     /// Sharded pub/sub channels.
     Shard = 1,
+}
+
+/// A published message, as every shard sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Namespace.
+    pub ns: Ns,
+    /// Channel name (the owner's copy, shared with its channel table).
+    pub channel: Bytes,
+    /// Position in the channel's order, assigned by the owner (1 for the first message the
+    /// owner saw while the channel had subscribers; 0 when only patterns matched).
+    pub seq: u64,
+    /// Payload as published.
+    pub payload: Bytes,
+    /// When the publisher's shard parsed it (CLOCK_MONOTONIC ns), for publish-to-send latency.
+    pub ts_ns: u64,
+    /// The payload is one valid JSON value (checked once, where it was published), so JSON
+    /// front-ends splice it as is; otherwise they send it as a JSON string.
+    pub json: bool,
+}
+
+impl Message {
+    /// The borrowed form frame builders take.
+    pub fn view(&self) -> MessageView<'_> {
+        MessageView {
+            ns: self.ns,
+            channel: &self.channel,
+            seq: self.seq,
+            payload: &self.payload,
+            ts_ns: self.ts_ns,
+            json: self.json,
+        }
+    }
+}
+
+/// A message borrowed from wherever it lives: the owner delivers to its own subscribers
+/// straight from the publisher's input, without the copy and the `Arc` a remote shard needs.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageView<'a> {
+    /// Namespace.
+    pub ns: Ns,
+    /// Channel name.
+    pub channel: &'a [u8],
+    /// See [`Message::seq`].
+    pub seq: u64,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// See [`Message::ts_ns`].
+    pub ts_ns: u64,
+    /// See [`Message::json`].
+    pub json: bool,
 }
 
 /// A question every shard answers from the channels it owns (PUBSUB introspection).
@@ -40,7 +94,9 @@ pub enum ReplyValue {
 /// One message on a ring between two shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A client publish for a channel the receiver owns.
+    /// A client publish for a channel the receiver owns. Flat rather than a [`Message`]: the
+    /// owner assigns the sequence number, and most publishes reach no other shard, so the
+    /// `Arc` is made only when a delivery needs it.
     Publish {
         /// Namespace.
         ns: Ns,
@@ -50,28 +106,22 @@ pub enum ShardMsg {
         payload: Bytes,
         /// When the publisher's shard parsed it (CLOCK_MONOTONIC ns).
         ts_ns: u64,
+        /// See [`Message::json`].
+        json: bool,
         /// Pending slot on the sender to answer with the subscriber count.
         reply: Option<u32>,
     },
-    /// A pre-encoded frame for the receiver's local subscribers of `channel`.
+    /// A message for the receiver's local subscribers of its channel.
     Deliver {
-        /// Namespace.
-        ns: Ns,
-        /// Channel name (the lookup key on the receiver).
-        channel: Bytes,
-        /// The encoded frame, shared by every subscriber.
-        frame: Bytes,
-        /// Publish timestamp, for publish→send latency.
-        ts_ns: u64,
+        /// The message, shared by every shard it goes to.
+        msg: Arc<Message>,
     },
-    /// A pre-encoded pmessage frame for the receiver's local subscribers of `pattern`.
+    /// A message for the receiver's local subscribers of `pattern`.
     DeliverPattern {
         /// The pattern the subscribers used.
         pattern: Bytes,
-        /// Encoded frame.
-        frame: Bytes,
-        /// Publish timestamp.
-        ts_ns: u64,
+        /// The message.
+        msg: Arc<Message>,
     },
     /// The sender's local subscriber count for a channel the receiver owns changed.
     SubDelta {

@@ -21,6 +21,9 @@ pub struct Counters {
     pub published: u64,
     /// Messages queued to this shard's subscribers.
     pub delivered: u64,
+    /// Delivery frames built: at most one per message, wire format and shard, however many
+    /// subscribers share it.
+    pub frames_built: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
     /// Bytes written to clients.
@@ -59,7 +62,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 21] {
+    fn fields(&self) -> [(&'static str, u64, bool); 22] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -67,6 +70,7 @@ impl Counters {
             ("channels", self.channels, true),
             ("published", self.published, false),
             ("delivered", self.delivered, false),
+            ("frames_built", self.frames_built, false),
             ("bytes_in", self.bytes_in, false),
             ("bytes_out", self.bytes_out, false),
             (
@@ -98,6 +102,7 @@ impl Counters {
             channels,
             published,
             delivered,
+            frames_built,
             bytes_in,
             bytes_out,
             slow_consumer_disconnects,

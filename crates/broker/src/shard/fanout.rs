@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use corecast_proto::glob::glob_match;
-use corecast_proto::resp::encode;
 
 use super::{Pending, PendingKind, Shard};
-use crate::conn::Life;
-use crate::msg::{Ns, Query, ReplyValue, ShardMsg};
+use crate::conn::{Life, Protocol};
+use crate::delivery::{FrameCache, Via};
+use crate::msg::{Message, MessageView, Ns, Query, ReplyValue, ShardMsg};
 use crate::tables::ConnRef;
 
 /// Messages taken from one peer's ring per loop turn, so one busy peer cannot starve the
@@ -113,9 +113,18 @@ impl Shard {
                 channel,
                 payload,
                 ts_ns,
+                json,
                 reply,
             } => {
-                let n = self.fanout(ns, &channel, &payload, ts_ns);
+                let msg = MessageView {
+                    ns,
+                    channel: &channel,
+                    seq: 0,
+                    payload: &payload,
+                    ts_ns,
+                    json,
+                };
+                let n = self.fanout(msg, Some(&payload));
                 if let Some(pending) = reply {
                     self.send_to(
                         from,
@@ -126,17 +135,10 @@ impl Shard {
                     );
                 }
             }
-            ShardMsg::Deliver {
-                ns,
-                channel,
-                frame,
-                ts_ns,
-            } => self.deliver_here(ns, &channel, frame, ts_ns),
-            ShardMsg::DeliverPattern {
-                pattern,
-                frame,
-                ts_ns,
-            } => self.deliver_pattern_here(&pattern, frame, ts_ns),
+            ShardMsg::Deliver { msg } => self.deliver_here(msg.view(), Via::Channel),
+            ShardMsg::DeliverPattern { pattern, msg } => {
+                self.deliver_here(msg.view(), Via::Pattern(&pattern))
+            }
             ShardMsg::SubDelta {
                 ns,
                 channel,
@@ -184,95 +186,117 @@ impl Shard {
         }
     }
 
-    /// Queues a channel's message frame for this shard's subscribers of it.
-    fn deliver_here(&mut self, ns: Ns, channel: &[u8], frame: Bytes, ts_ns: u64) {
-        let subs = self.local.subscribers(ns, channel);
-        sink!(self).enqueue_all(subs, frame, ts_ns);
+    /// Queues a message for this shard's subscribers of its channel or of `via`'s pattern,
+    /// each wire format's frame built once.
+    fn deliver_here(&mut self, msg: MessageView<'_>, via: Via<'_>) {
+        let (local, mut sink) = self.local_and_sink();
+        let subs = match via {
+            Via::Channel => local.subscribers(msg.ns, msg.channel),
+            Via::Pattern(p) => local.pattern_subscribers(p),
+        };
+        if !subs.is_empty() {
+            sink.deliver(subs, &mut FrameCache::new(msg, via));
+        }
     }
 
-    /// Queues a pattern's message frame for this shard's subscribers of the pattern.
-    fn deliver_pattern_here(&mut self, pattern: &[u8], frame: Bytes, ts_ns: u64) {
-        let subs = self.local.pattern_subscribers(pattern);
-        sink!(self).enqueue_all(subs, frame, ts_ns);
-    }
-
-    /// Publishes on the owner: assigns the sequence number, encodes once per format, and
-    /// hands one frame handle to every interested shard. Returns the subscriber count.
-    pub(super) fn fanout(&mut self, ns: Ns, channel: &[u8], payload: &[u8], ts_ns: u64) -> i64 {
+    /// Publishes on the owner: assigns the sequence number and hands the message to every
+    /// interested shard, itself first. `payload` is the message's payload as a handle when
+    /// the caller already has one (a publish from another shard); otherwise it is copied
+    /// once, and only if another shard needs it. Returns the subscriber count.
+    pub(super) fn fanout(&mut self, mut msg: MessageView<'_>, payload: Option<&Bytes>) -> i64 {
         let mut count = 0i64;
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        let mut delivery = None;
-        if let Some((name, oc)) = self.owned.get_mut(ns, channel) {
+        let mut name = None;
+        if let Some((stored, oc)) = self.owned.get_mut(msg.ns, msg.channel) {
             oc.seq += 1;
+            msg.seq = oc.seq;
             count += oc.total as i64;
-            let mut v = Vec::with_capacity(payload.len() + channel.len() + 48);
-            match ns {
-                Ns::Plain => encode::push_message(&mut v, channel, payload),
-                Ns::Shard => encode::push_smessage(&mut v, channel, payload),
-            }
             targets.extend((0..self.shards).filter(|&s| oc.per_shard[s] > 0));
-            delivery = Some((name.clone(), Bytes::from(v)));
+            name = Some(stored.clone());
         }
-        if let Some((name, frame)) = delivery {
-            // The last target takes the frame itself: a single-target frame (every channel
-            // of a one-shard broker) is then never promoted to a shared allocation.
-            let mut frame = Some(frame);
-            for (i, &s) in targets.iter().enumerate() {
-                let frame = if i + 1 == targets.len() {
-                    frame.take()
-                } else {
-                    frame.clone()
-                };
-                let Some(frame) = frame else { break };
-                if s == self.id {
-                    // Local subscribers get it now, as Redis does: before the publisher's
-                    // reply, and before a command pipelined behind the PUBLISH runs.
-                    self.deliver_here(ns, &name, frame, ts_ns);
-                    continue;
-                }
-                self.send_to(
-                    s,
-                    ShardMsg::Deliver {
-                        ns,
-                        channel: name.clone(),
-                        frame,
-                        ts_ns,
-                    },
-                );
+        // The message as other shards get it: made on first need, then shared.
+        let mut shared: Option<Arc<Message>> = None;
+        let mut share = |msg: &MessageView<'_>, name: Option<&Bytes>| {
+            shared
+                .get_or_insert_with(|| {
+                    Arc::new(Message {
+                        ns: msg.ns,
+                        channel: name
+                            .cloned()
+                            .unwrap_or_else(|| Bytes::copy_from_slice(msg.channel)),
+                        seq: msg.seq,
+                        payload: payload
+                            .cloned()
+                            .unwrap_or_else(|| Bytes::copy_from_slice(msg.payload)),
+                        ts_ns: msg.ts_ns,
+                        json: msg.json,
+                    })
+                })
+                .clone()
+        };
+        for &s in &targets {
+            if s == self.id {
+                // Local subscribers get it now, as Redis does: before the publisher's
+                // reply, and before a command pipelined behind the PUBLISH runs.
+                self.deliver_here(msg, Via::Channel);
+            } else {
+                let msg = share(&msg, name.as_ref());
+                self.send_to(s, ShardMsg::Deliver { msg });
             }
         }
-        if ns == Ns::Plain && !self.patterns.is_empty() {
+        if msg.ns == Ns::Plain && !self.patterns.is_empty() {
             for i in 0..self.patterns.entries.len() {
                 let e = &self.patterns.entries[i];
-                if e.total == 0 || !glob_match(&e.pattern, channel) {
+                if e.total == 0 || !glob_match(&e.pattern, msg.channel) {
                     continue;
                 }
                 count += e.total as i64;
                 let pattern = e.pattern.clone();
                 targets.clear();
                 targets.extend((0..self.shards).filter(|&s| e.per_shard[s] > 0));
-                let mut v = Vec::with_capacity(payload.len() + channel.len() + pattern.len() + 64);
-                encode::push_pmessage(&mut v, &pattern, channel, payload);
-                let frame = Bytes::from(v);
                 for &s in &targets {
                     if s == self.id {
-                        self.deliver_pattern_here(&pattern, frame.clone(), ts_ns);
-                        continue;
+                        self.deliver_here(msg, Via::Pattern(&pattern));
+                    } else {
+                        let msg = share(&msg, name.as_ref());
+                        self.send_to(
+                            s,
+                            ShardMsg::DeliverPattern {
+                                pattern: pattern.clone(),
+                                msg,
+                            },
+                        );
                     }
-                    self.send_to(
-                        s,
-                        ShardMsg::DeliverPattern {
-                            pattern: pattern.clone(),
-                            frame: frame.clone(),
-                            ts_ns,
-                        },
-                    );
                 }
             }
         }
         self.targets = targets;
         count
+    }
+
+    /// Publishes a client's message: on this shard when it owns the channel (returning the
+    /// receiver count at once), otherwise through the owner, with the count arriving later
+    /// in a held reply slot of connection `key` (`None` is returned).
+    pub(super) fn publish(&mut self, key: usize, msg: MessageView<'_>) -> Option<i64> {
+        self.counters.published += 1;
+        let owner = self.owner_of(msg.channel);
+        if owner == self.id {
+            return Some(self.fanout(msg, None));
+        }
+        let slot = self.hold(key, 1, PendingKind::Count(0));
+        self.send_to(
+            owner,
+            ShardMsg::Publish {
+                ns: msg.ns,
+                channel: Bytes::copy_from_slice(msg.channel),
+                payload: Bytes::copy_from_slice(msg.payload),
+                ts_ns: msg.ts_ns,
+                json: msg.json,
+                reply: Some(slot),
+            },
+        );
+        None
     }
 
     /// Registers a reply that completes after `remaining` answers; queues its slot on the
@@ -318,29 +342,17 @@ impl Shard {
         let p = self.pending.remove(slot as usize);
         if matches!(p.kind, PendingKind::NumSub(..) | PendingKind::Names(_)) {
             if let Some(conn) = self.conn_mut(p.conn) {
-                conn.query_inflight = false;
+                conn.session.set_query_inflight(false);
             }
         }
-        let mut v = Vec::new();
+        // Each protocol encodes its own answers.
         let bytes = match p.kind {
             PendingKind::Ready(b) => b,
-            PendingKind::Count(n) => integer_reply(n),
-            PendingKind::NumSub(names, counts) => {
-                encode::array_header(&mut v, names.len() * 2);
-                for (name, n) in names.iter().zip(counts) {
-                    encode::bulk(&mut v, name);
-                    encode::integer(&mut v, n);
-                }
-                Bytes::from(v)
-            }
-            PendingKind::Names(mut names) => {
-                names.sort();
-                encode::array_header(&mut v, names.len());
-                for name in &names {
-                    encode::bulk(&mut v, name);
-                }
-                Bytes::from(v)
-            }
+            value => match self.conn_mut(p.conn).map(|c| c.session.protocol()) {
+                Some(Protocol::Resp) => super::resp::encode_answer(value),
+                // The connection is gone (or cannot hold such a reply): nothing to fill.
+                Some(Protocol::Http) | None => return,
+            },
         };
         let key = p.conn.key as usize;
         if let Some(conn) = self.conn_mut(p.conn) {
@@ -375,7 +387,7 @@ impl Shard {
     /// every channel name of every shard, and a client pipelining a thousand of these
     /// queries would have the broker build a thousand such lists before the first is read.
     pub(super) fn ask_all(&mut self, key: usize, query: Query, kind: PendingKind) {
-        self.conns[key].query_inflight = true;
+        self.conns[key].session.set_query_inflight(true);
         let local = self.answer(&query);
         let query = Arc::new(query);
         let slot = self.hold(key, self.shards as u16, kind);
@@ -487,7 +499,7 @@ impl Shard {
     /// Drops every subscription of a connection (close, RESET).
     pub(super) fn drop_subscriptions(&mut self, key: usize) {
         let who = self.conns[key].at(key);
-        let state = std::mem::take(&mut self.conns[key].resp);
+        let state = self.conns[key].session.take_subscriptions();
         for ch in state.channels.iter() {
             self.remove_subscription(who, Ns::Plain, ch);
         }
@@ -496,55 +508,6 @@ impl Shard {
         }
         for p in state.patterns.iter() {
             self.remove_pattern(who, p);
-        }
-        let conn = &mut self.conns[key];
-        conn.resp.name = state.name;
-    }
-}
-
-/// Most subscriber counts kept pre-encoded.
-const CACHED_COUNTS: i64 = 1024;
-
-/// `:n\r\n`, for the counts PUBLISH answers with: small ones come from a table built once
-/// (static bytes, so neither an allocation nor a reference count per answer).
-fn integer_reply(n: i64) -> Bytes {
-    static TABLE: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
-    if !(0..CACHED_COUNTS).contains(&n) {
-        let mut v = Vec::new();
-        encode::integer(&mut v, n);
-        return Bytes::from(v);
-    }
-    let table = TABLE.get_or_init(|| {
-        let mut all = Vec::new();
-        let mut ends = Vec::with_capacity(CACHED_COUNTS as usize);
-        for i in 0..CACHED_COUNTS {
-            encode::integer(&mut all, i);
-            ends.push(all.len());
-        }
-        // Leaked once per process (about 6 KiB) so the slices are 'static.
-        let all: &'static [u8] = Box::leak(all.into_boxed_slice());
-        let mut start = 0;
-        ends.into_iter()
-            .map(|end| {
-                let b = Bytes::from_static(&all[start..end]);
-                start = end;
-                b
-            })
-            .collect()
-    });
-    table[n as usize].clone()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn integer_replies_match_the_encoder() {
-        for n in [0, 1, 9, 10, 999, 1023, 1024, 5000, -1, i64::MAX] {
-            let mut v = Vec::new();
-            encode::integer(&mut v, n);
-            assert_eq!(integer_reply(n), v, "{n}");
         }
     }
 }

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::{token, Shard, MAX_IOV, PAUSED_INPUT_BYTES};
-use crate::config::SlowConsumerPolicy;
 use crate::conn::{Conn, Life, Protocol};
 use crate::stats::Latencies;
 
@@ -98,16 +97,17 @@ impl Shard {
             self.next_gen = 1;
         }
         let open = self.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut conn = Conn::new(fd, gen, proto);
+        let client_id = (self.id as u64) << 48 | self.counters.accepted;
+        let mut conn = Conn::new(fd, gen, proto.new_session(client_id));
         conn.counted = true;
-        conn.client_id = (self.id as u64) << 48 | self.counters.accepted;
         let key = self.conns.insert(conn);
         tracing::debug!(shard = self.id, key, fd, "accepted");
         // HTTP keeps a small reserve above the limit so operators can read /stats and
         // /healthz while clients fill every slot.
-        let limit = match proto {
-            Protocol::Resp => self.cfg.max_connections,
-            Protocol::Http => self.cfg.max_connections + HTTP_RESERVE_CONNECTIONS,
+        let limit = if proto.uses_reserve() {
+            self.cfg.max_connections + HTTP_RESERVE_CONNECTIONS
+        } else {
+            self.cfg.max_connections
         };
         if open > limit {
             self.counters.rejected_connections += 1;
@@ -276,7 +276,7 @@ impl Shard {
     }
 
     fn process(&mut self, key: usize, data: &[u8]) -> usize {
-        match self.conns[key].proto {
+        match self.conns[key].session.protocol() {
             Protocol::Resp => self.resp_process(key, data),
             Protocol::Http => self.http_process(key, data),
         }
@@ -308,10 +308,10 @@ impl Shard {
         if conn.out.queued_bytes() > self.cfg.max_pending_bytes {
             return true;
         }
-        match conn.proto {
+        match conn.session.protocol() {
             Protocol::Http => false,
             Protocol::Resp => {
-                conn.query_inflight
+                conn.session.query_inflight()
                     || self.shared.congested.load(Ordering::Relaxed) > 0
                     || conn.out.held() >= self.cfg.max_inflight_publishes
             }
@@ -587,89 +587,6 @@ impl Shard {
                 .user_data(token::make(token::WAKE, 1, 0));
                 self.push_sqe(e);
             }
-        }
-    }
-}
-
-/// The parts of a shard that delivery writes, borrowed apart from the channel table it reads.
-pub(super) struct Sink<'a> {
-    pub(super) conns: &'a mut slab::Slab<Conn>,
-    pub(super) dirty: &'a mut Vec<u32>,
-    pub(super) to_close: &'a mut Vec<u32>,
-    pub(super) counters: &'a mut crate::stats::Counters,
-    pub(super) cfg: &'a crate::config::BrokerConfig,
-}
-
-impl Sink<'_> {
-    /// Queues `bytes` for every subscriber in `subs`, in order, as one shared frame.
-    pub(super) fn enqueue_all(
-        &mut self,
-        subs: &[crate::tables::ConnRef],
-        bytes: bytes::Bytes,
-        ts_ns: u64,
-    ) {
-        if subs.is_empty() {
-            return;
-        }
-        let frame = std::rc::Rc::new(crate::outbound::Frame { bytes, ts_ns });
-        let mut resp3 = None;
-        for r in subs {
-            self.enqueue(*r, &frame, &mut resp3);
-        }
-    }
-
-    /// Queues a frame for a subscriber, applying the slow-consumer policy. A RESP3 client
-    /// gets the frame's push form, made from `frame` on first need and shared by every
-    /// RESP3 subscriber of this message in `resp3`.
-    pub(super) fn enqueue(
-        &mut self,
-        r: crate::tables::ConnRef,
-        frame: &crate::outbound::LocalFrame,
-        resp3: &mut Option<crate::outbound::LocalFrame>,
-    ) {
-        let Some(conn) = self
-            .conns
-            .get_mut(r.key as usize)
-            .filter(|c| c.gen == r.gen)
-        else {
-            return;
-        };
-        if conn.life != Life::Open {
-            return;
-        }
-        let frame = if conn.resp3 {
-            &*resp3.get_or_insert_with(|| {
-                let mut v = Vec::new();
-                corecast_proto::resp::encode::resp3_push_from(&frame.bytes, &mut v);
-                std::rc::Rc::new(crate::outbound::Frame {
-                    bytes: bytes::Bytes::from(v),
-                    ts_ns: frame.ts_ns,
-                })
-            })
-        } else {
-            frame
-        };
-        if conn.out.queued_bytes() + frame.bytes.len() > self.cfg.max_pending_bytes {
-            match self.cfg.slow_consumer {
-                SlowConsumerPolicy::Disconnect => {
-                    tracing::debug!(
-                        key = r.key,
-                        queued = conn.out.queued_bytes(),
-                        "disconnecting a slow consumer"
-                    );
-                    self.counters.slow_consumer_disconnects += 1;
-                    conn.life = Life::CloseAfterFlush;
-                    self.to_close.push(r.key);
-                }
-                SlowConsumerPolicy::Drop => self.counters.dropped += 1,
-            }
-            return;
-        }
-        conn.out.push_shared(frame);
-        self.counters.delivered += 1;
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(r.key);
         }
     }
 }

@@ -7,20 +7,6 @@
 //! into peers' rings → submit one send per dirty connection → wake sleeping peers → enter the
 //! kernel once (waiting only if there is nothing left to do).
 
-/// Borrows the delivery half of a shard (see `io::Sink`) field by field, so the channel
-/// tables can stay borrowed while connections are written.
-macro_rules! sink {
-    ($s:expr) => {
-        $crate::shard::io::Sink {
-            conns: &mut $s.conns,
-            dirty: &mut $s.dirty,
-            to_close: &mut $s.to_close,
-            counters: &mut $s.counters,
-            cfg: &$s.cfg,
-        }
-    };
-}
-
 mod fanout;
 mod http;
 mod io;
@@ -39,6 +25,7 @@ use slab::Slab;
 
 use crate::config::BrokerConfig;
 use crate::conn::{Conn, Protocol};
+use crate::delivery::Sink;
 use crate::msg::ShardMsg;
 use crate::stats::{Counters, Latencies, StatsBoard};
 use crate::tables::{ConnRef, Local, Owned, Patterns};
@@ -372,6 +359,21 @@ impl Shard {
             conn.dirty = true;
             self.dirty.push(key as u32);
         }
+    }
+
+    /// This shard's subscriber table beside the parts of the shard that delivery writes:
+    /// disjoint fields, so a delivery can read the subscriber list while it writes queues.
+    fn local_and_sink(&mut self) -> (&Local, Sink<'_>) {
+        (
+            &self.local,
+            Sink {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                to_close: &mut self.to_close,
+                counters: &mut self.counters,
+                cfg: &self.cfg,
+            },
+        )
     }
 
     /// The connection at `r`, if it is still the same connection.

@@ -5,7 +5,9 @@ use corecast_proto::resp::{encode, parse_command_resuming, string2ll, Args};
 
 use super::{PendingKind, Shard};
 use crate::conn::Life;
-use crate::msg::{Ns, Query};
+use crate::delivery::Format;
+use crate::msg::{MessageView, Ns, Query};
+use crate::session::{RespSession, Session};
 
 /// Commands Redis knows that corecast does not run; in subscribed mode Redis answers "Can't
 /// execute" for these rather than "unknown command", and so do we. Not exhaustive: the common
@@ -173,7 +175,7 @@ impl Shard {
         let mut args = std::mem::replace(&mut self.args, Args::new());
         // `data` starts where the incomplete command of the last call started (see
         // `Conn::resume`); each complete command resets it.
-        let mut resume = self.conns[key].resume;
+        let mut resume = self.resp_mut(key).resume;
         let mut pos = 0;
         while pos < data.len() {
             if self.must_pause(&self.conns[key]) {
@@ -206,10 +208,24 @@ impl Shard {
             }
         }
         self.args = args;
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.resume = resume;
+        if let Some(Session::Resp(s)) = self.conns.get_mut(key).map(|c| &mut c.session) {
+            s.resume = resume;
         }
         pos
+    }
+
+    /// The RESP state of connection `key`. Only RESP connections run RESP commands: the
+    /// session's variant is fixed by the listener that accepted the connection.
+    fn resp_mut(&mut self, key: usize) -> &mut RespSession {
+        match &mut self.conns[key].session {
+            Session::Resp(s) => s,
+            other => unreachable!("a RESP command on a {:?} session", other.protocol()),
+        }
+    }
+
+    /// Whether connection `key` switched to RESP3 with `HELLO 3`.
+    fn resp3(&self, key: usize) -> bool {
+        self.conns[key].format == Format::Resp3
     }
 
     fn reply(&mut self, key: usize, bytes: &[u8]) {
@@ -238,9 +254,9 @@ impl Shard {
     /// Redis has no such limit, so no text to copy; one error per refused name keeps the
     /// reply count that clients expect from a multi-channel SUBSCRIBE.
     fn refused_past_limit(&mut self, key: usize, already_held: bool) -> bool {
-        let resp = &self.conns[key].resp;
+        let held = self.resp_mut(key).subs.total();
         let max = self.cfg.max_subscriptions;
-        if already_held || resp.classic_count() + resp.schannels.len() < max {
+        if already_held || held < max {
             return false;
         }
         self.reply_error(
@@ -303,7 +319,7 @@ impl Shard {
         };
         // Redis limits the commands of a subscribed connection in RESP2 only: a RESP3 client
         // tells pushes from replies by their type.
-        let restricted = self.conns[key].resp.subscribed() && !self.conns[key].resp3;
+        let restricted = self.resp_mut(key).subscribed() && !self.resp3(key);
         let Some((min, max)) = arity else {
             if restricted && REDIS_COMMANDS.contains(&cmd) {
                 self.not_in_subscribed_mode(key, cmd);
@@ -359,8 +375,8 @@ impl Shard {
             }
             "reset" => {
                 self.drop_subscriptions(key);
-                self.conns[key].resp.name = None;
-                self.conns[key].resp3 = false;
+                self.resp_mut(key).name = None;
+                self.conns[key].format = Format::Resp2;
                 self.reply(key, b"+RESET\r\n");
             }
             "hello" => self.cmd_hello(key, args),
@@ -402,14 +418,14 @@ impl Shard {
     }
 
     fn cmd_subscribe(&mut self, key: usize, args: &Args, ns: Ns) {
-        let resp3 = self.conns[key].resp3;
+        let resp3 = self.resp3(key);
         let kind: &[u8] = if ns == Ns::Plain {
             b"subscribe"
         } else {
             b"ssubscribe"
         };
         for ch in args.iter().skip(1) {
-            let resp = &self.conns[key].resp;
+            let resp = &self.resp_mut(key).subs;
             let held = if ns == Ns::Plain {
                 resp.channels.contains(ch)
             } else {
@@ -418,7 +434,7 @@ impl Shard {
             if self.refused_past_limit(key, held) {
                 continue;
             }
-            let resp = &mut self.conns[key].resp;
+            let resp = &mut self.resp_mut(key).subs;
             let set = if ns == Ns::Plain {
                 &mut resp.channels
             } else {
@@ -442,13 +458,13 @@ impl Shard {
     }
 
     fn cmd_psubscribe(&mut self, key: usize, args: &Args) {
-        let resp3 = self.conns[key].resp3;
+        let resp3 = self.resp3(key);
         for p in args.iter().skip(1) {
-            let held = self.conns[key].resp.patterns.contains(p);
+            let held = self.resp_mut(key).subs.patterns.contains(p);
             if self.refused_past_limit(key, held) {
                 continue;
             }
-            let resp = &mut self.conns[key].resp;
+            let resp = &mut self.resp_mut(key).subs;
             let pattern = Bytes::copy_from_slice(p);
             let added = resp.patterns.insert(pattern.clone());
             let count = resp.classic_count();
@@ -463,7 +479,7 @@ impl Shard {
     }
 
     fn cmd_unsubscribe(&mut self, key: usize, args: &Args, ns: Ns) {
-        let resp3 = self.conns[key].resp3;
+        let resp3 = self.resp3(key);
         let kind: &[u8] = if ns == Ns::Plain {
             b"unsubscribe"
         } else {
@@ -473,7 +489,7 @@ impl Shard {
         let names: Vec<Bytes> = if args.len() > 1 {
             args.iter().skip(1).map(Bytes::copy_from_slice).collect()
         } else {
-            let resp = &self.conns[key].resp;
+            let resp = &self.resp_mut(key).subs;
             let set = if ns == Ns::Plain {
                 &resp.channels
             } else {
@@ -483,7 +499,7 @@ impl Shard {
         };
         if names.is_empty() {
             let count = {
-                let resp = &self.conns[key].resp;
+                let resp = &self.resp_mut(key).subs;
                 if ns == Ns::Plain {
                     resp.classic_count()
                 } else {
@@ -496,7 +512,7 @@ impl Shard {
             return;
         }
         for ch in names {
-            let resp = &mut self.conns[key].resp;
+            let resp = &mut self.resp_mut(key).subs;
             let set = if ns == Ns::Plain {
                 &mut resp.channels
             } else {
@@ -518,22 +534,22 @@ impl Shard {
     }
 
     fn cmd_punsubscribe(&mut self, key: usize, args: &Args) {
-        let resp3 = self.conns[key].resp3;
+        let resp3 = self.resp3(key);
         let who = self.conns[key].at(key);
         let names: Vec<Bytes> = if args.len() > 1 {
             args.iter().skip(1).map(Bytes::copy_from_slice).collect()
         } else {
-            self.conns[key].resp.patterns.iter().cloned().collect()
+            self.resp_mut(key).subs.patterns.iter().cloned().collect()
         };
         if names.is_empty() {
-            let count = self.conns[key].resp.classic_count();
+            let count = self.resp_mut(key).subs.classic_count();
             self.reply_with(key, |b| {
                 encode::sub_reply(b, b"punsubscribe", None, count as i64, resp3)
             });
             return;
         }
         for p in names {
-            let resp = &mut self.conns[key].resp;
+            let resp = &mut self.resp_mut(key).subs;
             let removed = resp.patterns.remove(&p);
             let count = resp.classic_count();
             if removed {
@@ -548,24 +564,16 @@ impl Shard {
     fn cmd_publish(&mut self, key: usize, args: &Args, ns: Ns) {
         let channel = args.get(1).unwrap_or_default();
         let payload = args.get(2).unwrap_or_default();
-        self.counters.published += 1;
-        let ts_ns = corecast_runtime::clock::now_ns();
-        let owner = self.owner_of(channel);
-        if owner == self.id {
-            let n = self.fanout(ns, channel, payload, ts_ns);
+        let msg = MessageView {
+            ns,
+            channel,
+            seq: 0,
+            payload,
+            ts_ns: corecast_runtime::clock::now_ns(),
+            json: corecast_proto::json::is_valid(payload),
+        };
+        if let Some(n) = self.publish(key, msg) {
             self.reply_with(key, |b| encode::integer(b, n));
-        } else {
-            let slot = self.hold(key, 1, PendingKind::Count(0));
-            self.send_to(
-                owner,
-                crate::msg::ShardMsg::Publish {
-                    ns,
-                    channel: Bytes::copy_from_slice(channel),
-                    payload: Bytes::copy_from_slice(payload),
-                    ts_ns,
-                    reply: Some(slot),
-                },
-            );
         }
     }
 
@@ -575,7 +583,7 @@ impl Shard {
             return;
         }
         let arg = args.get(1);
-        if self.conns[key].resp.subscribed() && !self.conns[key].resp3 {
+        if self.resp_mut(key).subscribed() && !self.resp3(key) {
             self.reply_with(key, |b| encode::pong_subscribed(b, arg));
         } else if let Some(a) = arg {
             self.reply_with(key, |b| encode::bulk(b, a));
@@ -674,8 +682,7 @@ impl Shard {
                     );
                     return;
                 }
-                self.conns[key].resp.name =
-                    (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                self.resp_mut(key).name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
                 i += 2;
             } else {
                 let mut m = b"ERR Syntax error in HELLO option '".to_vec();
@@ -687,10 +694,10 @@ impl Shard {
         }
         // As Redis: the protocol switches once every option has been applied.
         if let Some(resp3) = switch_to {
-            self.conns[key].resp3 = resp3;
+            self.conns[key].format = if resp3 { Format::Resp3 } else { Format::Resp2 };
         }
-        let id = self.conns[key].client_id as i64;
-        let resp3 = self.conns[key].resp3;
+        let id = self.resp_mut(key).client_id as i64;
+        let resp3 = self.resp3(key);
         self.reply_with(key, |b| {
             if resp3 {
                 encode::map_header(b, 7);
@@ -726,17 +733,17 @@ impl Shard {
                     );
                     return;
                 }
-                self.conns[key].resp.name = if name.is_empty() {
+                self.resp_mut(key).name = if name.is_empty() {
                     None
                 } else {
                     Some(Bytes::copy_from_slice(name))
                 };
                 self.reply(key, b"+OK\r\n");
             }
-            ("getname", 2) => match self.conns[key].resp.name.clone() {
+            ("getname", 2) => match self.resp_mut(key).name.clone() {
                 Some(n) => self.reply_with(key, |b| encode::bulk(b, &n)),
                 None => {
-                    let resp3 = self.conns[key].resp3;
+                    let resp3 = self.resp3(key);
                     self.reply_with(key, |b| encode::null(b, resp3));
                 }
             },
@@ -750,7 +757,7 @@ impl Shard {
                 }
             }
             ("id", 2) => {
-                let id = self.conns[key].client_id as i64;
+                let id = self.resp_mut(key).client_id as i64;
                 self.reply_with(key, |b| encode::integer(b, id));
             }
             // Redis has these; corecast does not (resp_exec checked the arity already).
@@ -803,4 +810,75 @@ fn default_user_accepts(user: &[u8]) -> bool {
 /// Redis allows printable ASCII without spaces in client names.
 fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+/// The RESP encoding of a reply that waited for other shards.
+pub(super) fn encode_answer(value: PendingKind) -> Bytes {
+    let mut v = Vec::new();
+    match value {
+        PendingKind::Ready(b) => return b,
+        PendingKind::Count(n) => return integer_reply(n),
+        PendingKind::NumSub(names, counts) => {
+            encode::array_header(&mut v, names.len() * 2);
+            for (name, n) in names.iter().zip(counts) {
+                encode::bulk(&mut v, name);
+                encode::integer(&mut v, n);
+            }
+        }
+        PendingKind::Names(mut names) => {
+            names.sort();
+            encode::array_header(&mut v, names.len());
+            for name in &names {
+                encode::bulk(&mut v, name);
+            }
+        }
+    }
+    Bytes::from(v)
+}
+
+/// Most subscriber counts kept pre-encoded.
+const CACHED_COUNTS: i64 = 1024;
+
+/// `:n\r\n`, for the counts PUBLISH answers with: small ones come from a table built once
+/// (static bytes, so neither an allocation nor a reference count per answer).
+fn integer_reply(n: i64) -> Bytes {
+    static TABLE: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
+    if !(0..CACHED_COUNTS).contains(&n) {
+        let mut v = Vec::new();
+        encode::integer(&mut v, n);
+        return Bytes::from(v);
+    }
+    let table = TABLE.get_or_init(|| {
+        let mut all = Vec::new();
+        let mut ends = Vec::with_capacity(CACHED_COUNTS as usize);
+        for i in 0..CACHED_COUNTS {
+            encode::integer(&mut all, i);
+            ends.push(all.len());
+        }
+        // Leaked once per process (about 6 KiB) so the slices are 'static.
+        let all: &'static [u8] = Box::leak(all.into_boxed_slice());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let b = Bytes::from_static(&all[start..end]);
+                start = end;
+                b
+            })
+            .collect()
+    });
+    table[n as usize].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_replies_match_the_encoder() {
+        for n in [0, 1, 9, 10, 999, 1023, 1024, 5000, -1, i64::MAX] {
+            let mut v = Vec::new();
+            encode::integer(&mut v, n);
+            assert_eq!(integer_reply(n), v, "{n}");
+        }
+    }
 }
