@@ -95,12 +95,24 @@ fn scenarios_with(target: SocketAddr, proto: &[&str]) {
 fn counts_add_up_against_corecast() {
     let cfg = corecast_broker::BrokerConfig {
         cpus: vec![0, 0],
-        resp_listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
+        listeners: vec![
+            corecast_broker::ListenerSpec {
+                protocol: corecast_broker::Protocol::Resp,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            },
+            corecast_broker::ListenerSpec {
+                protocol: corecast_broker::Protocol::Http,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            },
+        ],
         ..Default::default()
     };
     let running = corecast_broker::launch(cfg).expect("broker starts");
-    scenarios(running.resp_addr);
+    scenarios(
+        running
+            .addr(corecast_broker::Protocol::Resp)
+            .expect("a RESP listener"),
+    );
     running.stop();
 }
 

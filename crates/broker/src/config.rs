@@ -2,6 +2,32 @@
 
 use std::net::SocketAddr;
 
+use crate::session::Protocol;
+
+/// One listening address and the protocol spoken there. Every shard binds each listener with
+/// SO_REUSEPORT, so a front-end is reachable on every core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// What connections accepted here speak.
+    pub protocol: Protocol,
+    /// Where (port 0 picks a free port once; every shard then binds that port).
+    pub addr: SocketAddr,
+}
+
+impl ListenerSpec {
+    /// The default listener of `protocol`: all interfaces, the protocol's usual port.
+    pub fn default_for(protocol: Protocol) -> Self {
+        let port = match protocol {
+            Protocol::Resp => 6379,
+            Protocol::Http => 8080,
+        };
+        Self {
+            protocol,
+            addr: SocketAddr::from(([0, 0, 0, 0], port)),
+        }
+    }
+}
+
 /// What to do when a subscriber's queued bytes would pass `max_pending_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowConsumerPolicy {
@@ -28,10 +54,9 @@ impl std::str::FromStr for SlowConsumerPolicy {
 pub struct BrokerConfig {
     /// CPUs to pin shards to, one shard each.
     pub cpus: Vec<usize>,
-    /// RESP listener address (port 0 picks one; every shard then binds the same port).
-    pub resp_listen: SocketAddr,
-    /// HTTP listener address (stats now; WebSocket/SSE later).
-    pub http_listen: SocketAddr,
+    /// The listeners, in order: a table of (protocol, address), so a new front-end is a new
+    /// row. Several rows may share a protocol.
+    pub listeners: Vec<ListenerSpec>,
     /// Open client connections across all shards. Each costs a file descriptor and a slab
     /// slot; past it new RESP clients get Redis's "max number of clients reached".
     pub max_connections: usize,
@@ -83,8 +108,10 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             cpus: vec![0],
-            resp_listen: "127.0.0.1:6379".parse().expect("literal address"),
-            http_listen: "127.0.0.1:8080".parse().expect("literal address"),
+            listeners: vec![
+                ListenerSpec::default_for(Protocol::Resp),
+                ListenerSpec::default_for(Protocol::Http),
+            ],
             max_connections: 10_000,
             max_pending_bytes: 8 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,

@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 use corecast_runtime::listener::{bind_reuseport, ensure_unused};
 use corecast_runtime::Mesh;
 
-use crate::config::BrokerConfig;
-use crate::conn::Protocol;
+use crate::config::{BrokerConfig, ListenerSpec};
 use crate::msg::ShardMsg;
+use crate::session::Protocol;
 use crate::shard::{Listener, Shard, Shared};
 
 /// Listen backlog per shard socket.
@@ -20,10 +20,9 @@ const BACKLOG: i32 = 1024;
 
 /// A started broker.
 pub struct Running {
-    /// Where RESP clients connect.
-    pub resp_addr: SocketAddr,
-    /// Where HTTP clients connect.
-    pub http_addr: SocketAddr,
+    /// Each listener of the configuration, in order, with the address it got (a port 0
+    /// resolved).
+    pub listeners: Vec<ListenerSpec>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -36,6 +35,14 @@ impl Running {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+
+    /// The address of the first listener of `protocol`.
+    pub fn addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.protocol == protocol)
+            .map(|l| l.addr)
     }
 
     /// The number of shards.
@@ -74,6 +81,9 @@ pub enum LaunchError {
     /// No CPUs were given.
     #[error("no CPUs to run shards on")]
     NoCpus,
+    /// No listener was configured.
+    #[error("no listeners configured")]
+    NoListeners,
 }
 
 /// Starts the broker.
@@ -82,42 +92,39 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
     if shards == 0 {
         return Err(LaunchError::NoCpus);
     }
+    if cfg.listeners.is_empty() {
+        return Err(LaunchError::NoListeners);
+    }
     let bind = |addr: SocketAddr| {
         bind_reuseport(addr, BACKLOG).map_err(|source| LaunchError::Bind { addr, source })
     };
-    for addr in [cfg.resp_listen, cfg.http_listen] {
-        ensure_unused(addr).map_err(|source| LaunchError::Bind { addr, source })?;
+    for spec in &cfg.listeners {
+        ensure_unused(spec.addr).map_err(|source| LaunchError::Bind {
+            addr: spec.addr,
+            source,
+        })?;
     }
+    // The first shard binds each configured address; the others bind the address it got.
+    let mut bound: Vec<ListenerSpec> = Vec::with_capacity(cfg.listeners.len());
     let mut per_shard: Vec<Vec<Listener>> = Vec::with_capacity(shards);
-    let (first_resp, resp_addr) = bind(cfg.resp_listen)?;
-    let (first_http, http_addr) = bind(cfg.http_listen)?;
-    per_shard.push(vec![
-        Listener {
-            fd: first_resp,
-            proto: Protocol::Resp,
-            backing_off: false,
-        },
-        Listener {
-            fd: first_http,
-            proto: Protocol::Http,
-            backing_off: false,
-        },
-    ]);
-    for _ in 1..shards {
-        let (r, _) = bind(resp_addr)?;
-        let (h, _) = bind(http_addr)?;
-        per_shard.push(vec![
-            Listener {
-                fd: r,
-                proto: Protocol::Resp,
+    for shard in 0..shards {
+        let mut mine = Vec::with_capacity(cfg.listeners.len());
+        for (i, spec) in cfg.listeners.iter().enumerate() {
+            let addr = bound.get(i).map_or(spec.addr, |b| b.addr);
+            let (fd, got) = bind(addr)?;
+            if shard == 0 {
+                bound.push(ListenerSpec {
+                    protocol: spec.protocol,
+                    addr: got,
+                });
+            }
+            mine.push(Listener {
+                fd,
+                proto: spec.protocol,
                 backing_off: false,
-            },
-            Listener {
-                fd: h,
-                proto: Protocol::Http,
-                backing_off: false,
-            },
-        ]);
+            });
+        }
+        per_shard.push(mine);
     }
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared::new(shards));
@@ -160,8 +167,7 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
         }
     }
     Ok(Running {
-        resp_addr,
-        http_addr,
+        listeners: bound,
         shared,
         threads,
     })

@@ -14,5 +14,6 @@ pub mod stats;
 pub mod subset;
 pub mod tables;
 
-pub use config::{BrokerConfig, SlowConsumerPolicy};
+pub use config::{BrokerConfig, ListenerSpec, SlowConsumerPolicy};
 pub use launch::{launch, Running};
+pub use session::Protocol;

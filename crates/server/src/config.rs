@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use corecast_broker::{BrokerConfig, SlowConsumerPolicy};
+use corecast_broker::{BrokerConfig, ListenerSpec, Protocol, SlowConsumerPolicy};
 use serde::Deserialize;
 
 /// corecast: a thread-per-core io_uring pub/sub broker speaking the Redis pub/sub protocol.
@@ -21,12 +21,16 @@ pub struct Cli {
     /// CPUs to run shards on, e.g. 0,2-5 (each must be in the affinity mask).
     #[arg(long, value_name = "LIST")]
     pub cores: Option<String>,
-    /// Redis protocol listener.
+    /// Redis protocol listener [default: 0.0.0.0:6379].
     #[arg(long, value_name = "ADDR")]
     pub resp_listen: Option<SocketAddr>,
-    /// HTTP listener (/healthz, /stats, /metrics).
+    /// HTTP listener (/healthz, /stats, /metrics) [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// A listener as PROTOCOL=ADDR (resp or http), repeatable; when given, only these (and
+    /// any --resp-listen/--http-listen) listen.
+    #[arg(long, value_name = "PROTO=ADDR")]
+    pub listen: Vec<String>,
     /// Maximum open client connections across all shards [default: 10000].
     #[arg(long)]
     pub max_connections: Option<usize>,
@@ -82,6 +86,7 @@ pub struct FileConfig {
     cores: Option<String>,
     resp_listen: Option<String>,
     http_listen: Option<String>,
+    listen: Option<Vec<String>>,
     max_connections: Option<usize>,
     max_pending_bytes: Option<usize>,
     slow_consumer: Option<String>,
@@ -133,26 +138,19 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         None => FileConfig::default(),
     };
     let d = BrokerConfig::default();
-    let addr =
-        |key: &str, cli: Option<SocketAddr>, file: Option<String>, default: SocketAddr| match (
-            cli, file,
-        ) {
-            (Some(a), _) => Ok(a),
-            (None, Some(s)) => s.parse::<SocketAddr>().map_err(|e| bad(key, e)),
-            (None, None) => Ok(default),
-        };
-    let resp_listen = addr(
-        "resp_listen",
-        cli.resp_listen,
-        file.resp_listen,
-        "0.0.0.0:6379".parse().expect("literal"),
-    )?;
-    let http_listen = addr(
-        "http_listen",
-        cli.http_listen,
-        file.http_listen,
-        "0.0.0.0:8080".parse().expect("literal"),
-    )?;
+    let addr = |key: &str, cli: Option<SocketAddr>, file: Option<String>| match (cli, file) {
+        (Some(a), _) => Ok(Some(a)),
+        (None, Some(s)) => s.parse::<SocketAddr>().map(Some).map_err(|e| bad(key, e)),
+        (None, None) => Ok(None),
+    };
+    let resp_listen = addr("resp_listen", cli.resp_listen, file.resp_listen)?;
+    let http_listen = addr("http_listen", cli.http_listen, file.http_listen)?;
+    let listen = if cli.listen.is_empty() {
+        file.listen.unwrap_or_default()
+    } else {
+        cli.listen
+    };
+    let listeners = listener_table(&listen, resp_listen, http_listen)?;
     let slow_consumer = match cli.slow_consumer.or(file.slow_consumer) {
         Some(s) => s
             .parse::<SlowConsumerPolicy>()
@@ -176,8 +174,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         .unwrap_or(d.max_bulk_len);
     let broker = BrokerConfig {
         cpus,
-        resp_listen,
-        http_listen,
+        listeners,
         max_connections: cli
             .max_connections
             .or(file.max_connections)
@@ -235,6 +232,46 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         broker,
         log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
     })
+}
+
+/// The listener table: the `listen` rows if any were given, else one listener per protocol at
+/// its default address; `--resp-listen`/`--http-listen` set (or add) that protocol's row.
+fn listener_table(
+    listen: &[String],
+    resp_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+) -> Result<Vec<ListenerSpec>, ConfigError> {
+    let mut table = Vec::new();
+    for row in listen {
+        let (proto, addr) = row
+            .split_once('=')
+            .ok_or_else(|| bad("listen", format!("{row:?} is not PROTOCOL=ADDR")))?;
+        let protocol = Protocol::from_name(proto.trim()).ok_or_else(|| {
+            bad(
+                "listen",
+                format!("unknown protocol {proto:?} (resp or http)"),
+            )
+        })?;
+        let addr = addr
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|e| bad("listen", format!("{addr:?}: {e}")))?;
+        table.push(ListenerSpec { protocol, addr });
+    }
+    let defaults = table.is_empty();
+    for (protocol, given) in [(Protocol::Resp, resp_listen), (Protocol::Http, http_listen)] {
+        let spec = match given {
+            Some(addr) => ListenerSpec { protocol, addr },
+            None if defaults => ListenerSpec::default_for(protocol),
+            None => continue,
+        };
+        match table.iter_mut().find(|l| l.protocol == protocol) {
+            Some(row) if given.is_some() => *row = spec,
+            Some(_) => {}
+            None => table.push(spec),
+        }
+    }
+    Ok(table)
 }
 
 fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
@@ -328,6 +365,42 @@ mod tests {
         assert_eq!(s.broker.max_pending_bytes, 3_000_000);
         assert_eq!(s.broker.slow_consumer, SlowConsumerPolicy::Drop);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn listeners_form_a_table() {
+        let a: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let t = listener_table(&[], None, None).unwrap();
+        assert_eq!(
+            t,
+            [
+                ListenerSpec::default_for(Protocol::Resp),
+                ListenerSpec::default_for(Protocol::Http)
+            ]
+        );
+        let t = listener_table(&[], Some(a), None).unwrap();
+        assert_eq!(t[0].addr, a);
+        assert_eq!(t[1], ListenerSpec::default_for(Protocol::Http));
+        let rows = [
+            "resp=127.0.0.1:7000".to_string(),
+            "resp = 127.0.0.1:7001".into(),
+        ];
+        let t = listener_table(&rows, None, None).unwrap();
+        assert_eq!(t.len(), 2, "only the rows given: {t:?}");
+        assert_eq!((t[0].addr, t[1].addr), (a, b));
+        let t = listener_table(&rows[..1], None, Some(b)).unwrap();
+        assert_eq!(
+            t[1],
+            ListenerSpec {
+                protocol: Protocol::Http,
+                addr: b
+            }
+        );
+        for bad in ["resp", "nats=127.0.0.1:1", "http=nowhere"] {
+            let e = listener_table(&[bad.to_string()], None, None).unwrap_err();
+            assert!(e.0.contains("listen"), "{e}");
+        }
     }
 
     #[test]

@@ -37,16 +37,17 @@ fn run(settings: config::Settings) -> anyhow::Result<()> {
     let running = corecast_broker::launch(settings.broker)?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "corecast ready resp={} http={} shards={}",
-            running.resp_addr,
-            running.http_addr,
-            running.shards()
-        )?;
+        let mut line = String::from("corecast ready");
+        for l in &running.listeners {
+            line.push_str(&format!(" {}={}", l.protocol.name(), l.addr));
+        }
+        writeln!(out, "{line} shards={}", running.shards())?;
         out.flush()?;
     }
-    tracing::info!(resp = %running.resp_addr, http = %running.http_addr, shards = running.shards(), "listening");
+    for l in &running.listeners {
+        tracing::info!(protocol = l.protocol.name(), addr = %l.addr, "listening");
+    }
+    tracing::info!(shards = running.shards(), "ready");
     match wait_for_signal_or_failure(&signals, &running) {
         Stop::Signal(sig) => {
             tracing::info!(signal = sig, "stopping: draining queued data");
