@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod launch;
 pub mod msg;
 pub mod outbound;
+pub mod pause;
 pub mod session;
 pub mod shard;
 pub mod stats;

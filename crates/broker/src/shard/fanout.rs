@@ -383,7 +383,7 @@ impl Shard {
 
     /// Asks every shard (this one answers at once) and replies when all have answered.
     ///
-    /// The connection's input waits until the answer is in (`must_pause`): an answer can be
+    /// The connection's input waits until the answer is in (`pause.rs`): an answer can be
     /// every channel name of every shard, and a client pipelining a thousand of these
     /// queries would have the broker build a thousand such lists before the first is read.
     pub(super) fn ask_all(&mut self, key: usize, query: Query, kind: PendingKind) {

@@ -38,8 +38,8 @@ impl Shard {
     pub(super) fn http_process(&mut self, key: usize, data: &[u8]) -> usize {
         let mut pos = 0;
         while pos < data.len() && self.conns[key].life == Life::Open {
-            if self.must_pause(&self.conns[key]) {
-                self.stall(key);
+            if let Some(reason) = self.pause_reason(key) {
+                self.stall(key, reason);
                 break;
             }
             match parse_request_head(&data[pos..], MAX_HEAD_BYTES) {

@@ -6,6 +6,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use super::{token, Shard, MAX_IOV, PAUSED_INPUT_BYTES};
 use crate::conn::{Conn, Life, Protocol};
+use crate::pause::{pause_reason, PauseReason};
 use crate::stats::Latencies;
 
 /// Connections the HTTP listener may open past `max_connections` (operations access).
@@ -282,8 +283,10 @@ impl Shard {
         }
     }
 
-    /// Marks a connection's input as paused until `resume_stalled` finds its reason gone.
-    pub(super) fn stall(&mut self, key: usize) {
+    /// Marks a connection's input as paused until `resume_stalled` finds its reason gone,
+    /// and records a congestion pause so the shard re-checks congestion before it sleeps.
+    pub(super) fn stall(&mut self, key: usize, reason: PauseReason) {
+        self.congestion_paused |= reason == PauseReason::Congestion;
         let conn = &mut self.conns[key];
         if !conn.stalled {
             conn.stalled = true;
@@ -292,30 +295,11 @@ impl Shard {
         }
     }
 
-    /// Whether a connection must not parse more input now.
-    ///
-    /// Every command's reply lands in the connection's own queue, so a client that pipelines
-    /// commands without reading its replies is paused once more than `max_pending_bytes` are
-    /// queued, subscribed or not, RESP or HTTP: its replies never grow without bound. (A subscriber's
-    /// deliveries meet the same cap in the slow-consumer policy.) RESP input also waits while
-    /// another shard's ring is congested, the client has too many publishes in flight, or a
-    /// PUBSUB query of the client's is still being answered by the other shards; HTTP
-    /// does not, so `/stats` stays readable while publishers are held back.
-    pub(super) fn must_pause(&self, conn: &Conn) -> bool {
-        // Past the cap, not at it: deliveries fill a `drop`-policy subscriber's queue up to
-        // exactly the cap and no further, and such a client must still be able to
-        // UNSUBSCRIBE or QUIT; only its own replies can take it past.
-        if conn.out.queued_bytes() > self.cfg.max_pending_bytes {
-            return true;
-        }
-        match conn.session.protocol() {
-            Protocol::Http => false,
-            Protocol::Resp => {
-                conn.session.query_inflight()
-                    || self.shared.congested.load(Ordering::Relaxed) > 0
-                    || conn.out.held() >= self.cfg.max_inflight_publishes
-            }
-        }
+    /// Why a connection must not parse more input now (see `pause.rs`), from one reading of
+    /// the congestion count.
+    pub(super) fn pause_reason(&self, key: usize) -> Option<PauseReason> {
+        let congested = self.shared.congested.load(Ordering::Relaxed);
+        pause_reason(&self.conns[key], &self.cfg, congested)
     }
 
     pub(super) fn resume_stalled(&mut self) {
@@ -336,9 +320,9 @@ impl Shard {
                 conn.stalled = false;
                 continue;
             }
-            if self.must_pause(&self.conns[key]) {
+            if let Some(reason) = self.pause_reason(key) {
                 self.stalled.push(key as u32);
-                self.congestion_paused |= self.shared.congested.load(Ordering::Relaxed) > 0;
+                self.congestion_paused |= reason == PauseReason::Congestion;
                 continue;
             }
             self.conns[key].stalled = false;

@@ -178,8 +178,8 @@ impl Shard {
         let mut resume = self.resp_mut(key).resume;
         let mut pos = 0;
         while pos < data.len() {
-            if self.must_pause(&self.conns[key]) {
-                self.stall(key);
+            if let Some(reason) = self.pause_reason(key) {
+                self.stall(key, reason);
                 break;
             }
             match parse_command_resuming(&data[pos..], &self.limits, &mut args, &mut resume) {
