@@ -8,6 +8,11 @@ with ratios goes to stdout (and --out). Requires: redis-server and nats-server (
 release builds: cargo build --release -p corecast-server -p corecast-bench.
 
 Usage: scripts/compare.py [--duration 3] [--repeat 3] [--out FILE.md] [--svg FILE.svg] [--skip-memory]
+                          [--baseline PATH/TO/corecast]
+
+--baseline runs a second corecast binary (an earlier build) as one more target,
+"corecast-before", interleaved with the others, so a change is measured before and after in
+the same rounds of the same noisy machine.
 
 --repeat N runs every scenario N times, the targets taking turns within each round (so a noisy
 stretch of the machine hits all of them), and reports two tables from the same runs: each
@@ -36,6 +41,10 @@ SCENARIOS = [
     ("100 channels × 10 subs, 64 B", ["--subscribers", "1000", "--channels", "100", "--publishers", "1", "--payload", "64"]),
     ("50 publishers × 50 channels × 20 subs, 64 B", ["--subscribers", "1000", "--channels", "50", "--publishers", "50", "--payload", "64"]),
     ("latency: 100 msg/s to 1000 subs, 64 B", ["--subscribers", "1000", "--channels", "1", "--payload", "64", "--rate", "100"]),
+    # Latency under load: fixed rates where redis-server runs near its limit, so the figure
+    # says how each broker batches its sends when its core is busy, not how fast its code is.
+    ("latency under load: 2000 msg/s to 1000 subs, 64 B", ["--subscribers", "1000", "--channels", "1", "--payload", "64", "--rate", "2000"]),
+    ("latency under load: 800 msg/s to 1000 subs, 1024 B", ["--subscribers", "1000", "--channels", "1", "--payload", "1024", "--rate", "800"]),
 ]
 
 
@@ -73,8 +82,18 @@ TARGETS = PEERS + ["corecast", "raw"]
 PROTO_ARGS = {"redis-server": [], "nats-server": ["--proto", "nats"], "corecast": []}
 
 
-def start_brokers(cpu):
-    rp, np_, cp, hp = free_port(), free_port(), free_port(), free_port()
+def start_corecast(binary, pin):
+    cp, hp = free_port(), free_port()
+    proc = subprocess.Popen(
+        pin + [binary, "--shards", "1",
+               "--resp-listen", f"127.0.0.1:{cp}", "--http-listen", f"127.0.0.1:{hp}",
+               "--max-connections", "19000", "--log", "warn"],
+        stdout=subprocess.DEVNULL)
+    return proc, cp
+
+
+def start_brokers(cpu, baseline=None):
+    rp, np_ = free_port(), free_port()
     pin = ["taskset", "-c", str(cpu)]
     redis = subprocess.Popen(
         pin + ["redis-server", "--port", str(rp), "--bind", "127.0.0.1",
@@ -83,14 +102,13 @@ def start_brokers(cpu):
     # Pinned to one CPU, the Go runtime sizes GOMAXPROCS to it.
     nats = subprocess.Popen(pin + ["nats-server", "-a", "127.0.0.1", "-p", str(np_)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    corecast = subprocess.Popen(
-        pin + [os.path.join(BIN, "corecast"), "--shards", "1",
-               "--resp-listen", f"127.0.0.1:{cp}", "--http-listen", f"127.0.0.1:{hp}",
-               "--max-connections", "19000", "--log", "warn"],
-        stdout=subprocess.DEVNULL)
-    for port in (rp, np_, cp):
+    brokers = {"redis-server": (redis, rp), "nats-server": (nats, np_)}
+    if baseline:
+        brokers["corecast-before"] = start_corecast(baseline, pin)
+    brokers["corecast"] = start_corecast(os.path.join(BIN, "corecast"), pin)
+    for _, port in brokers.values():
         wait_port(port)
-    return {"redis-server": (redis, rp), "nats-server": (nats, np_), "corecast": (corecast, cp)}
+    return brokers
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -145,7 +163,8 @@ def fmt_rate(v):
     return f"{v / 1e6:.2f} M/s" if v >= 1e5 else f"{v / 1e3:.1f} K/s"
 
 
-COLORS = {"redis-server": "#d62728", "nats-server": "#2ca02c", "corecast": "#1f77b4", "raw": "#7f7f7f"}
+COLORS = {"redis-server": "#d62728", "nats-server": "#2ca02c", "corecast": "#1f77b4",
+          "corecast-before": "#9467bd", "raw": "#7f7f7f"}
 
 
 def svg_curves(title, series):
@@ -194,9 +213,14 @@ def main():
     ap.add_argument("--idle-conns", type=int, default=15000)
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per scenario and target; each target's median and best runs are reported")
+    ap.add_argument("--baseline", help="another corecast binary to run beside this build")
     a = ap.parse_args()
+    if a.baseline:
+        PEERS.append("corecast-before")
+        TARGETS.insert(TARGETS.index("corecast"), "corecast-before")
+        PROTO_ARGS["corecast-before"] = []
 
-    brokers = start_brokers(a.broker_cpu)
+    brokers = start_brokers(a.broker_cpu, a.baseline)
     rows = []
     raw_json = {}
     try:
@@ -220,7 +244,7 @@ def main():
             for proc, _ in brokers.values():
                 proc.terminate()
                 proc.wait(timeout=10)
-            brokers = start_brokers(a.broker_cpu)
+            brokers = start_brokers(a.broker_cpu, a.baseline)
             time.sleep(0.5)
             for target, (proc, port) in brokers.items():
                 before = rss_kb(proc.pid)
@@ -252,7 +276,7 @@ def main():
         lines += table(picked, memory, a.idle_conns) + [""]
         if pick == "median" and a.svg:
             for name, res in picked:
-                if "latency" in name and not any("error" in r for r in res.values()):
+                if "latency:" in name and not any("error" in r for r in res.values()):
                     with open(a.svg, "w") as f:
                         f.write(svg_curves(name, {t: res[t]["latency_curve_us"] for t in TARGETS}))
     if a.repeat > 1:
@@ -270,7 +294,8 @@ def main():
 def table(rows, memory, idle_conns):
     """The Markdown table of one pick of runs: a row per scenario, then memory."""
     lines = ["| scenario | " + " | ".join(TARGETS) + " | "
-             + " | ".join(f"corecast ÷ {p.split('-')[0]}" for p in PEERS) + " | corecast ÷ raw"
+             + " | ".join(f"corecast ÷ {p if p.startswith('corecast') else p.split('-')[0]}" for p in PEERS)
+             + " | corecast ÷ raw"
              + " | per broker CPU-second (busy) |",
              "|---" * (len(TARGETS) + len(PEERS) + 3) + "|"]
     for name, res in rows:
