@@ -117,6 +117,22 @@ impl Outbound {
         self.items.push_back(Item::Frame(Rc::clone(frame)));
     }
 
+    /// Appends a per-subscriber header followed by a body shared with other subscribers (a
+    /// NATS `MSG subject sid len` line before the payload every subscriber shares): two
+    /// queue entries, sent as two iovecs, always in this order and never split by other
+    /// items. Returns the bytes queued.
+    pub fn push_with_header(&mut self, header: Bytes, body: &LocalFrame) -> usize {
+        let len = header.len() + body.bytes.len();
+        self.seal();
+        self.queued_bytes += header.len();
+        self.items.push_back(Item::Frame(Rc::new(Frame {
+            bytes: header,
+            ts_ns: body.ts_ns,
+        })));
+        self.push_shared(body);
+        len
+    }
+
     /// Appends a slot that [`Outbound::fill`] completes later; returns its ticket.
     pub fn push_held(&mut self, slot: u32) -> u64 {
         self.seal();
@@ -381,6 +397,44 @@ mod tests {
         o.advance(7);
         assert!(o.is_empty());
         assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn header_and_body_survive_partial_sends_at_every_offset() {
+        let body: LocalFrame = Rc::new(Frame {
+            bytes: Bytes::from_static(b"shared-body"),
+            ts_ns: 9,
+        });
+        let expected = b"+r\r\nMSG a 1 11\r\nshared-body+s\r\nMSG a 22 11\r\nshared-body";
+        for first in 0..=expected.len() {
+            let mut o = Outbound::default();
+            o.reply(b"+r\r\n");
+            assert_eq!(
+                o.push_with_header(Bytes::from_static(b"MSG a 1 11\r\n"), &body),
+                23
+            );
+            o.reply(b"+s\r\n");
+            o.push_with_header(Bytes::from_static(b"MSG a 22 11\r\n"), &body);
+            assert_eq!(o.queued_bytes(), expected.len());
+            // A send that takes `first` bytes, then one that takes the rest, one by one.
+            let mut sent = Vec::new();
+            let all = collect(&mut o);
+            assert_eq!(all, expected, "offset {first}");
+            sent.extend_from_slice(&all[..first]);
+            o.advance(first);
+            while !o.is_empty() {
+                let rest = collect(&mut o);
+                sent.push(rest[0]);
+                o.advance(1);
+            }
+            assert_eq!(sent, expected, "offset {first}");
+            assert_eq!(o.queued_bytes(), 0);
+        }
+        assert_eq!(
+            Rc::strong_count(&body),
+            1,
+            "queues released the shared body"
+        );
     }
 
     #[test]
