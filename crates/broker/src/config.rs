@@ -1,4 +1,5 @@
-//! Every limit a shard enforces, in one place, with the default and the reason for it.
+//! Every limit a shard enforces, in one place, with the default and the reason for it: the
+//! options in [`BrokerConfig`], the fixed bounds in [`limits`].
 
 use std::net::SocketAddr;
 
@@ -26,6 +27,41 @@ impl ListenerSpec {
             addr: SocketAddr::from(([0, 0, 0, 0], port)),
         }
     }
+}
+
+/// Limits that are not options: each is a fixed bound with the reason for its value. The
+/// options, with their defaults, are [`BrokerConfig`].
+pub mod limits {
+    /// Connections the HTTP listener may open past `max_connections` (operations access).
+    pub const HTTP_RESERVE_CONNECTIONS: usize = 64;
+    /// Idle send buffers a shard keeps for reuse.
+    pub const SEND_POOL_MAX: usize = 1024;
+    /// Messages taken from one peer's ring per loop turn, so one busy peer cannot starve the
+    /// others or the shard's own sockets.
+    pub const DRAIN_BUDGET: usize = 4096;
+    /// Most iovecs one SENDMSG takes (Linux UIO_MAXIOV).
+    pub const MAX_IOV: usize = 1024;
+    /// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
+    /// control pushes back on the client instead of the shard buffering for it.
+    pub const PAUSED_INPUT_BYTES: usize = 256 << 10;
+    /// Largest request head accepted; heads are small (no cookies or big headers expected).
+    pub const MAX_HEAD_BYTES: usize = 16 << 10;
+    /// How long a rendered `/stats` or `/metrics` body is served again. Rendering copies every
+    /// shard's histograms (hundreds of KiB), so a client pipelining hundreds of requests would
+    /// hold the shard for each; within this window they get the same bytes. Shards publish
+    /// their snapshots every `stats_interval_ms` (100 ms by default), so the reuse adds little
+    /// staleness.
+    pub const STATS_REUSE_NS: u64 = 20_000_000;
+    /// Largest capacity an emptied queue keeps (16 KiB of entries; a 256-message window fits).
+    pub const MAX_KEPT_DEQUE_CAPACITY: usize = 1024;
+    /// Listen backlog per shard socket.
+    pub const BACKLOG: i32 = 1024;
+    /// Submission queue entries of a shard's io_uring: one turn's sends, receives and
+    /// closes fit without an early submit (`sq_stalls` counts the turns that did not).
+    pub const SQ_ENTRIES: u32 = 4096;
+    /// Completion queue entries: multishot receives and accepts post bursts, and a CQ
+    /// overflow costs a slow path in the kernel.
+    pub const CQ_ENTRIES: u32 = 16384;
 }
 
 /// What to do when a subscriber's queued bytes would pass `max_pending_bytes`.

@@ -2,6 +2,7 @@
 //! same port with SO_REUSEPORT), build the mesh, spawn one pinned thread per CPU, and wait
 //! until each has its io_uring.
 
+use crate::config::limits::BACKLOG;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -14,9 +15,6 @@ use crate::config::{BrokerConfig, ListenerSpec};
 use crate::msg::ShardMsg;
 use crate::session::Protocol;
 use crate::shard::{Listener, Shard, Shared};
-
-/// Listen backlog per shard socket.
-const BACKLOG: i32 = 1024;
 
 /// A started broker.
 pub struct Running {

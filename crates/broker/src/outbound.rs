@@ -4,6 +4,7 @@
 //! Order is the contract: bytes leave in the order they were queued, and nothing behind a
 //! held slot is sent before the slot is filled.
 
+use crate::config::limits::MAX_KEPT_DEQUE_CAPACITY;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -283,8 +284,6 @@ impl Outbound {
 
 /// The capacity `VecDeque` gives on its first push for items of this size.
 const MIN_DEQUE_CAPACITY: usize = 4;
-/// Largest capacity an emptied queue keeps (16 KiB of entries; a 256-message window fits).
-const MAX_KEPT_DEQUE_CAPACITY: usize = 1024;
 
 #[cfg(test)]
 mod tests {

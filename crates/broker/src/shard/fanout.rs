@@ -1,6 +1,7 @@
 //! Channels across shards: ownership, interest, publish, fan-out, and replies that wait for
 //! other shards.
 
+use crate::config::limits::DRAIN_BUDGET;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,10 +13,6 @@ use crate::conn::{Life, Protocol};
 use crate::delivery::{FrameCache, Via};
 use crate::msg::{Message, MessageView, Ns, Query, ReplyValue, ShardMsg};
 use crate::tables::ConnRef;
-
-/// Messages taken from one peer's ring per loop turn, so one busy peer cannot starve the
-/// others or the shard's own sockets.
-const DRAIN_BUDGET: usize = 4096;
 
 /// FNV-1a: a fixed hash so every shard (and every restart) agrees on channel owners.
 pub fn channel_hash(name: &[u8]) -> u64 {

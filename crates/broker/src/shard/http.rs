@@ -1,22 +1,13 @@
 //! The HTTP front-end. This issue serves the operational routes (`/healthz`, `/stats`,
 //! `/metrics`); WebSocket, SSE and publish land on the same connections later.
 
+use crate::config::limits::{MAX_HEAD_BYTES, STATS_REUSE_NS};
 use bytes::Bytes;
 use corecast_proto::http::{parse_request_head, response, response_head};
 
 use super::Shard;
 use crate::conn::Life;
 use crate::stats::{render_json, render_prometheus};
-
-/// Largest request head accepted; heads are small (no cookies or big headers expected).
-const MAX_HEAD_BYTES: usize = 16 << 10;
-
-/// How long a rendered `/stats` or `/metrics` body is served again. Rendering copies every
-/// shard's histograms (hundreds of KiB), so a client pipelining hundreds of requests would
-/// hold the shard for each; within this window they get the same bytes. Shards publish
-/// their snapshots every `stats_interval_ms` (100 ms by default), so the reuse adds little
-/// staleness.
-const STATS_REUSE_NS: u64 = 20_000_000;
 
 /// The last rendered stats bodies of a shard, with the time they were rendered.
 #[derive(Default)]

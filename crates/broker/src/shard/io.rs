@@ -1,19 +1,15 @@
 //! Completions and submissions: accept, receive, send (batched and zero-copy), close.
 
+use crate::config::limits::{HTTP_RESERVE_CONNECTIONS, SEND_POOL_MAX};
 use std::sync::atomic::Ordering;
 
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::{token, Shard, MAX_IOV, PAUSED_INPUT_BYTES};
+use super::{token, Shard};
+use crate::config::limits::{MAX_IOV, PAUSED_INPUT_BYTES};
 use crate::conn::{Conn, Life, Protocol};
 use crate::pause::{pause_reason, PauseReason};
 use crate::stats::Latencies;
-
-/// Connections the HTTP listener may open past `max_connections` (operations access).
-const HTTP_RESERVE_CONNECTIONS: usize = 64;
-
-/// Idle send buffers a shard keeps for reuse.
-const SEND_POOL_MAX: usize = 1024;
 
 impl Shard {
     /// Takes every available completion and dispatches it.

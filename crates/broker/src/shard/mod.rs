@@ -108,12 +108,6 @@ enum PendingKind {
     Names(Vec<Bytes>),
 }
 
-/// Most iovecs one SENDMSG takes (Linux UIO_MAXIOV).
-const MAX_IOV: usize = 1024;
-/// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
-/// control pushes back on the client instead of the shard buffering for it.
-const PAUSED_INPUT_BYTES: usize = 256 << 10;
-
 /// One shard. Built on its own thread, after pinning, so its memory is NUMA-local.
 pub struct Shard {
     id: usize,
@@ -166,8 +160,8 @@ impl Shard {
         listeners: Vec<Listener>,
     ) -> std::io::Result<Self> {
         let (ring, features) = corecast_runtime::UringBuilder {
-            sq_entries: 4096,
-            cq_entries: 16384,
+            sq_entries: crate::config::limits::SQ_ENTRIES,
+            cq_entries: crate::config::limits::CQ_ENTRIES,
         }
         .build()?;
         tracing::info!(shard = mesh.id(), ?features, "io_uring ready");
