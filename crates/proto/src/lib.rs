@@ -5,6 +5,7 @@
 //! property-testable and fuzzable (see `fuzz/`), the way quinn-proto is separate from quinn.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod glob;
 pub mod http;

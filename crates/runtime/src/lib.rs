@@ -10,6 +10,7 @@ pub mod bufring;
 pub mod clock;
 pub mod listener;
 pub mod mesh;
+pub mod process;
 pub mod spsc;
 pub mod uring;
 

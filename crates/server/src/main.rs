@@ -1,11 +1,14 @@
 //! The `corecast` binary.
 
+#![forbid(unsafe_code)]
+
 mod config;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use corecast_runtime::process::StopSignals;
 
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn run(settings: config::Settings) -> anyhow::Result<()> {
-    let signals = block_signals();
+    let signals = StopSignals::block();
     raise_open_files_limit(settings.broker.max_connections);
     let running = corecast_broker::launch(settings.broker)?;
     {
@@ -69,55 +72,18 @@ fn run(settings: config::Settings) -> anyhow::Result<()> {
 /// Descriptors the broker needs beyond its clients: listeners, rings, logs, a margin.
 const SPARE_DESCRIPTORS: u64 = 256;
 
-/// Raises the soft open-files limit to the hard one, as nats-server and Go programs do: every
-/// connection is a descriptor, and the usual soft default (1024) would stop the broker far
-/// below `max_connections`. Warns when even the hard limit is too low.
+/// Raises the soft open-files limit to the hard one: every connection is a descriptor. Warns
+/// when even the hard limit is too low.
 fn raise_open_files_limit(max_connections: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(lim) = corecast_runtime::process::raise_open_files_limit() else {
         return;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        // An infinite hard limit is not a valid soft one for NOFILE; fs.nr_open is the ceiling.
-        let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(1 << 20);
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max.min(ceiling),
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    let want = max_connections as u64 + SPARE_DESCRIPTORS;
-    if lim.rlim_cur < want {
+    };
+    if lim.soft < max_connections as u64 + SPARE_DESCRIPTORS {
         tracing::warn!(
-            open_files_limit = lim.rlim_cur,
+            open_files_limit = lim.soft,
             max_connections,
             "the open-files limit is below max_connections; accepts will pause when descriptors run out"
         );
-    }
-}
-
-/// Blocks SIGINT and SIGTERM in this thread before any shard starts (threads inherit the
-/// mask), so only `sigwait` here ever sees them; SIGPIPE is ignored outright.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-mask calls on a locally owned set.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
     }
 }
 
@@ -130,15 +96,9 @@ enum Stop {
 }
 
 /// Waits for SIGINT/SIGTERM, checking ten times a second that every shard is still running.
-fn wait_for_signal_or_failure(set: &libc::sigset_t, running: &corecast_broker::Running) -> Stop {
-    let tick = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
-    };
+fn wait_for_signal_or_failure(signals: &StopSignals, running: &corecast_broker::Running) -> Stop {
     loop {
-        // SAFETY: `set` was initialised by block_signals; no siginfo is requested.
-        let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &tick) };
-        if sig > 0 {
+        if let Some(sig) = signals.wait(100) {
             return Stop::Signal(sig);
         }
         if let Some(shard) = running.failed_shard() {
