@@ -9,6 +9,7 @@ pub mod launch;
 pub mod msg;
 pub mod outbound;
 pub mod pause;
+pub mod pending;
 pub mod session;
 pub mod shard;
 pub mod stats;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use corecast_proto::glob::glob_match;
 
-use super::{Pending, PendingKind, Shard};
+use super::{PendingKind, Shard};
 use crate::conn::{Life, Protocol};
 use crate::delivery::{FrameCache, Via};
 use crate::msg::{Message, MessageView, Ns, Query, ReplyValue, ShardMsg};
+use crate::pending::Pending;
 use crate::tables::ConnRef;
 
 /// FNV-1a: a fixed hash so every shard (and every restart) agrees on channel owners.
@@ -300,44 +301,32 @@ impl Shard {
     /// connection. With `remaining == 0` it completes at once.
     pub(super) fn hold(&mut self, key: usize, remaining: u16, kind: PendingKind) -> u32 {
         let conn = self.conns[key].at(key);
-        let entry = self.pending.vacant_entry();
-        let slot = entry.key() as u32;
+        let slot = self.pending.next_slot();
         let ticket = self.conns[key].out.push_held(slot);
-        entry.insert(Pending {
+        let inserted = self.pending.insert(Pending {
             conn,
             ticket,
             remaining,
             kind,
         });
+        debug_assert_eq!(inserted, slot);
         if remaining == 0 {
-            self.finish_pending(slot);
+            if let Some(p) = self.pending.take(slot) {
+                self.finish_pending(slot, p);
+            }
         }
         slot
     }
 
     fn complete(&mut self, slot: u32, value: ReplyValue) {
-        let Some(p) = self.pending.get_mut(slot as usize) else {
-            return;
-        };
-        match (&mut p.kind, value) {
-            (PendingKind::Count(acc), ReplyValue::Count(n)) => *acc += n,
-            (PendingKind::NumSub(_, acc), ReplyValue::Counts(v)) => {
-                for (a, n) in acc.iter_mut().zip(v) {
-                    *a += n;
-                }
-            }
-            (PendingKind::Names(acc), ReplyValue::Names(v)) => acc.extend(v),
-            _ => {}
-        }
-        p.remaining = p.remaining.saturating_sub(1);
-        if p.remaining == 0 {
-            self.finish_pending(slot);
+        if let Some(p) = self.pending.complete(slot, value) {
+            self.finish_pending(slot, p);
         }
     }
 
-    fn finish_pending(&mut self, slot: u32) {
-        let p = self.pending.remove(slot as usize);
-        if matches!(p.kind, PendingKind::NumSub(..) | PendingKind::Names(_)) {
+    /// Fills a completed reply into its connection's queue, encoded by its protocol.
+    fn finish_pending(&mut self, slot: u32, p: Pending) {
+        if p.kind.is_query() {
             if let Some(conn) = self.conn_mut(p.conn) {
                 conn.session.set_query_inflight(false);
             }

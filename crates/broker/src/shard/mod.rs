@@ -17,7 +17,6 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use corecast_proto::resp::{Args, Limits};
 use corecast_runtime::{BufRing, MeshEndpoint};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -27,6 +26,8 @@ use crate::config::BrokerConfig;
 use crate::conn::{Conn, Protocol};
 use crate::delivery::Sink;
 use crate::msg::ShardMsg;
+pub(crate) use crate::pending::PendingKind;
+use crate::pending::PendingReplies;
 use crate::stats::{Counters, Latencies, StatsBoard};
 use crate::tables::{ConnRef, Local, Owned, Patterns};
 
@@ -88,26 +89,6 @@ mod token {
     }
 }
 
-/// A reply that waits for other shards.
-struct Pending {
-    conn: ConnRef,
-    /// Where the slot sits in the connection's outbound queue.
-    ticket: u64,
-    remaining: u16,
-    kind: PendingKind,
-}
-
-enum PendingKind {
-    /// The reply is known; it waits for acknowledgements (subscriptions becoming active).
-    Ready(Bytes),
-    /// Sum of subscriber counts (PUBLISH).
-    Count(i64),
-    /// PUBSUB NUMSUB / SHARDNUMSUB.
-    NumSub(Vec<Bytes>, Vec<i64>),
-    /// PUBSUB CHANNELS / SHARDCHANNELS.
-    Names(Vec<Bytes>),
-}
-
 /// One shard. Built on its own thread, after pinning, so its memory is NUMA-local.
 pub struct Shard {
     id: usize,
@@ -132,7 +113,7 @@ pub struct Shard {
     local: Local,
     owned: Owned,
     patterns: Patterns,
-    pending: Slab<Pending>,
+    pending: PendingReplies,
     dirty: Vec<u32>,
     stalled: Vec<u32>,
     to_close: Vec<u32>,
@@ -191,7 +172,7 @@ impl Shard {
             local: Local::with_capacity(per_shard),
             owned: Owned::new(shards, per_shard),
             patterns: Patterns::new(shards),
-            pending: Slab::new(),
+            pending: PendingReplies::default(),
             dirty: Vec::new(),
             stalled: Vec::new(),
             to_close: Vec::new(),
