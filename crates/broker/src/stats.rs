@@ -59,10 +59,12 @@ pub struct Counters {
     pub send_batches: u64,
     /// Zero-copy sends submitted.
     pub zerocopy_sends: u64,
+    /// Wake-ups of a sleeping peer (MSG_RING) that failed and were retried.
+    pub wake_failures: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 22] {
+    fn fields(&self) -> [(&'static str, u64, bool); 23] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -91,6 +93,7 @@ impl Counters {
             ("recv_no_buffers", self.recv_no_buffers, false),
             ("send_batches", self.send_batches, false),
             ("zerocopy_sends", self.zerocopy_sends, false),
+            ("wake_failures", self.wake_failures, false),
         ]
     }
 
@@ -118,7 +121,8 @@ impl Counters {
             receive_errors,
             recv_no_buffers,
             send_batches,
-            zerocopy_sends
+            zerocopy_sends,
+            wake_failures
         );
     }
 }

@@ -116,6 +116,14 @@ impl<T> MeshEndpoint<T> {
         flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::AcqRel)
     }
 
+    /// Undoes a won [`MeshEndpoint::must_wake`] whose wake-up could not be delivered (the
+    /// MSG_RING failed): the peer may be asleep with its flag already cleared, so the flag is
+    /// raised again and the next `must_wake` makes this caller (or another pusher) retry. A
+    /// peer that woke meanwhile only gets one spurious wake-up.
+    pub fn rearm_wake(&self, to: usize) {
+        self.flags[to].sleeping.store(true, Ordering::SeqCst);
+    }
+
     /// Pops the next value from `from`, if any.
     pub fn pop(&self, from: usize) -> Option<T> {
         self.rx[from].as_ref().and_then(|c| c.pop())
@@ -176,5 +184,16 @@ mod tests {
             !eps[1].prepare_sleep(),
             "a pending value keeps the shard awake"
         );
+    }
+
+    #[test]
+    fn a_failed_wake_can_be_retried() {
+        let eps = Mesh::build::<u8>(2, 4);
+        assert!(eps[1].prepare_sleep());
+        eps[0].push(1, 7).unwrap();
+        assert!(eps[0].must_wake(1));
+        eps[0].rearm_wake(1);
+        assert!(eps[0].must_wake(1), "the retry wins the flag again");
+        assert!(!eps[0].must_wake(1));
     }
 }

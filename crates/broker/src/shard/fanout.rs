@@ -2,7 +2,6 @@
 //! other shards.
 
 use crate::config::limits::DRAIN_BUDGET;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,59 +33,12 @@ impl Shard {
     /// Sends a message to shard `to` (itself included), never blocking: a full ring queues it
     /// in order behind earlier overflow and marks the mesh congested.
     pub(super) fn send_to(&mut self, to: usize, msg: ShardMsg) {
-        if to == self.id {
-            self.local_inbox.push_back(msg);
-            return;
-        }
-        if !self.overflow[to].is_empty() {
-            self.overflow[to].push_back(msg);
-            return;
-        }
-        match self.mesh.push(to, msg) {
-            Ok(()) => self.wake[to] = true,
-            Err(msg) => {
-                self.counters.ring_full += 1;
-                self.overflow[to].push_back(msg);
-                self.wake[to] = true;
-                if !self.overflowing {
-                    self.overflowing = true;
-                    self.shared.congested.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if self.mesh.send(to, msg, &self.shared.congested) {
+            self.counters.ring_full += 1;
         }
     }
 
-    pub(super) fn flush_overflow(&mut self) {
-        if !self.overflowing {
-            return;
-        }
-        let mut left = false;
-        for to in 0..self.shards {
-            while let Some(msg) = self.overflow[to].pop_front() {
-                match self.mesh.push(to, msg) {
-                    Ok(()) => self.wake[to] = true,
-                    Err(msg) => {
-                        self.overflow[to].push_front(msg);
-                        break;
-                    }
-                }
-            }
-            left |= !self.overflow[to].is_empty();
-        }
-        if !left {
-            self.overflowing = false;
-            self.shared.congested.fetch_sub(1, Ordering::SeqCst);
-            // Every shard paused its clients' input while the mesh was congested; a sleeping
-            // one would otherwise resume them only at its next timer tick (up to
-            // stats_interval_ms later, per pause: a pipelined publisher crawled).
-            for to in 0..self.shards {
-                if to != self.id {
-                    self.wake[to] = true;
-                }
-            }
-        }
-    }
-
+    /// Handles this turn's messages from peers (a budget each) and from itself.
     pub(super) fn drain_mesh(&mut self) {
         for from in 0..self.shards {
             if from == self.id {
@@ -99,7 +51,7 @@ impl Shard {
                 self.handle_msg(from, msg);
             }
         }
-        while let Some(msg) = self.local_inbox.pop_front() {
+        while let Some(msg) = self.mesh.pop_local() {
             self.handle_msg(self.id, msg);
         }
     }

@@ -30,6 +30,10 @@ impl Shard {
                 token::SEND_ZC => self.on_send_zc(key as usize, gen, res, flags),
                 token::CLOSE => self.on_closed(key as usize, gen),
                 token::TIMER => self.on_timer(),
+                token::WAKE_SENT if res < 0 => {
+                    self.counters.wake_failures += 1;
+                    self.mesh.rewake(key as usize);
+                }
                 _ => {}
             }
         }
@@ -547,26 +551,26 @@ impl Shard {
     }
 
     pub(super) fn send_wakes(&mut self) {
-        for peer in 0..self.shards {
-            if !std::mem::take(&mut self.wake[peer]) {
+        // `targets` is a scratch list, free outside fan-out.
+        let mut peers = std::mem::take(&mut self.targets);
+        peers.clear();
+        self.mesh.wakes(|peer| peers.push(peer));
+        for &peer in &peers {
+            let fd = self.mesh.endpoint().ring_fd(peer);
+            if fd < 0 {
                 continue;
             }
-            if self.mesh.must_wake(peer) {
-                let fd = self.mesh.ring_fd(peer);
-                if fd < 0 {
-                    continue;
-                }
-                let e = opcode::MsgRingData::new(
-                    types::Fd(fd),
-                    0,
-                    token::make(token::WAKE, 0, 0),
-                    None,
-                )
-                .build()
-                .flags(squeue::Flags::SKIP_SUCCESS)
-                .user_data(token::make(token::WAKE, 1, 0));
-                self.push_sqe(e);
-            }
+            let e =
+                opcode::MsgRingData::new(types::Fd(fd), 0, token::make(token::WAKE, 0, 0), None)
+                    .build()
+                    // Success is silent; a failure comes back naming the peer, whose wake-up is then
+                    // retried (its sleep flag was already swapped off: without the retry it would
+                    // sleep until its timer).
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(token::make(token::WAKE_SENT, peer as u32, 0));
+            self.push_sqe(e);
         }
+        peers.clear();
+        self.targets = peers;
     }
 }

@@ -10,9 +10,9 @@
 mod fanout;
 mod http;
 mod io;
+mod mesh;
 mod resp;
 
-use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,7 @@ pub(crate) use crate::pending::PendingKind;
 use crate::pending::PendingReplies;
 use crate::stats::{Counters, Latencies, StatsBoard};
 use crate::tables::{ConnRef, Local, Owned, Patterns};
+use mesh::MeshPort;
 
 /// State every shard can see: the stats board and a few process-wide atomics that are read
 /// off the message path (connection admission, congestion, shutdown).
@@ -75,6 +76,7 @@ mod token {
     pub const SEND_ZC: u64 = 4;
     pub const WAKE: u64 = 5;
     pub const TIMER: u64 = 6;
+    pub const WAKE_SENT: u64 = 7;
     pub const CLOSE: u64 = 8;
     pub const CANCEL: u64 = 9;
 
@@ -97,13 +99,9 @@ pub struct Shard {
     shared: Arc<Shared>,
     ring: IoUring,
     bufring: Option<BufRing>,
-    mesh: MeshEndpoint<ShardMsg>,
-    overflow: Vec<VecDeque<ShardMsg>>,
-    overflowing: bool,
+    mesh: MeshPort,
     /// Some connection stayed paused this turn while the mesh was congested (see `run`).
     congestion_paused: bool,
-    local_inbox: VecDeque<ShardMsg>,
-    wake: Vec<bool>,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     // Boxed: a SendBuf's address must not change while the kernel may read it.
@@ -160,11 +158,7 @@ impl Shard {
         Ok(Self {
             id: mesh.id(),
             shards,
-            overflow: (0..shards).map(|_| VecDeque::new()).collect(),
-            overflowing: false,
             congestion_paused: false,
-            local_inbox: VecDeque::new(),
-            wake: vec![false; shards],
             listeners,
             conns: Slab::with_capacity(per_shard),
             send_pool: Vec::new(),
@@ -192,7 +186,7 @@ impl Shard {
             shared,
             ring,
             bufring: Some(bufring),
-            mesh,
+            mesh: MeshPort::new(mesh),
         })
     }
 
@@ -209,26 +203,23 @@ impl Shard {
             self.drain_mesh();
             self.resume_stalled();
             self.close_queued();
-            self.flush_overflow();
+            self.mesh.flush_overflow(&self.shared.congested);
             self.flush_sends();
             self.send_wakes();
             if self.stopping && (self.conns.is_empty() || self.now_ns >= self.stop_deadline_ns) {
                 break;
             }
-            let busy = !self.local_inbox.is_empty()
-                || !self.dirty.is_empty()
-                || !self.to_close.is_empty()
-                || self.overflowing;
-            let result = if !busy && self.mesh.prepare_sleep() {
+            let busy = self.mesh.busy() || !self.dirty.is_empty() || !self.to_close.is_empty();
+            let result = if !busy && self.mesh.endpoint().prepare_sleep() {
                 // A peer that ends congestion wakes only shards already asleep; one that was
                 // about to sleep sees the cleared count here instead (the sleep flag is
                 // stored before, and the count cleared before the peer reads the flag).
                 if self.congestion_paused && self.shared.congested.load(Ordering::SeqCst) == 0 {
-                    self.mesh.awake();
+                    self.mesh.endpoint().awake();
                     self.enter(0)
                 } else {
                     let r = self.enter(1);
-                    self.mesh.awake();
+                    self.mesh.endpoint().awake();
                     r
                 }
             } else {
