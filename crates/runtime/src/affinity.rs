@@ -22,8 +22,10 @@ pub enum AffinityError {
 
 /// The CPUs in this process's affinity mask, ascending.
 pub fn process_cpus() -> Result<Vec<usize>, AffinityError> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    // SAFETY: cpu_set_t is a plain bit array, for which all-zero (the empty set) is valid.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live, writable cpu_set_t and the size passed is exactly its size, so
+    // the kernel writes only inside it; pid 0 is the calling thread.
     let rc =
         unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
@@ -32,6 +34,7 @@ pub fn process_cpus() -> Result<Vec<usize>, AffinityError> {
         ));
     }
     Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET only reads bit `c` of `set`, and `c < CPU_SETSIZE` keeps it inside.
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .collect())
 }

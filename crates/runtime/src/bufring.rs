@@ -40,7 +40,8 @@ impl BufRing {
             ));
         }
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
-        // SAFETY: anonymous private mapping; checked for MAP_FAILED below.
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing affects
+        // no existing memory; checked for MAP_FAILED below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -63,7 +64,9 @@ impl BufRing {
             tail: 0,
             group,
         };
-        // SAFETY: the mapping is page aligned, `entries` long, and lives as long as `me`.
+        // SAFETY: the mapping is page aligned and `entries` descriptors long, and the buffers
+        // it will point to live in `me.bufs`; both live as long as `me`, which by the module
+        // invariant outlives the registration (the io_uring stops using it first).
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(ptr as u64, entries, group, 0)?;
@@ -101,8 +104,9 @@ impl BufRing {
 
     fn publish(&mut self, bid: u16) {
         let idx = (self.tail & (self.entries - 1)) as usize;
-        // SAFETY: idx < entries; the kernel only reads entries between its head and our tail,
-        // and this slot is beyond the published tail.
+        // SAFETY: idx < entries, so the slot is inside the mapping; the kernel only reads
+        // descriptors between its head and the committed tail, and this slot is at or past the
+        // committed tail, so nothing else accesses it while we write.
         let entry = unsafe { &mut *self.ring.add(idx) };
         let addr = self.bufs.as_ptr() as u64 + bid as u64 * self.buf_size as u64;
         entry.set_addr(addr);
@@ -112,8 +116,9 @@ impl BufRing {
     }
 
     fn commit(&self) {
-        // SAFETY: the tail lives inside the first entry, which is valid for the ring's life;
-        // the kernel reads it with acquire semantics.
+        // SAFETY: the tail overlays a reserved field of the first descriptor, inside the
+        // mapping for the ring's whole life and 2-byte aligned; the kernel only reads it
+        // (acquire), and the release store publishes the descriptors written before it.
         unsafe {
             let tail = BufRingEntry::tail(self.ring) as *const AtomicU16;
             (*tail).store(self.tail, Ordering::Release);
@@ -123,7 +128,8 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: the mapping was created in `new` with this length.
+        // SAFETY: the mapping was created in `new` with this length and is unmapped once; by
+        // the module invariant the io_uring no longer uses it.
         unsafe { libc::munmap(self.ring.cast(), self.ring_bytes) };
     }
 }

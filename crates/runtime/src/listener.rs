@@ -51,7 +51,8 @@ pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
 /// Nagle would only add latency.
 pub fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
-    // SAFETY: valid fd and option pointer/length.
+    // SAFETY: the option value pointer and length describe `one`, a live c_int the kernel only
+    // reads; on a bad fd the call just fails.
     unsafe {
         libc::setsockopt(
             fd,
@@ -70,7 +71,8 @@ pub fn set_nodelay(fd: RawFd) {
 /// (`tcp-keepalive 300`). Options a kernel lacks are skipped.
 pub fn set_keepalive(fd: RawFd, idle_s: u32) {
     let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: valid fd and option pointer/length.
+        // SAFETY: the option value pointer and length describe `value`, a live c_int the
+        // kernel only reads; on a bad fd or an unknown option the call just fails.
         unsafe {
             libc::setsockopt(
                 fd,
@@ -88,6 +90,32 @@ pub fn set_keepalive(fd: RawFd, idle_s: u32) {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
 }
 
+/// Shuts a socket down in both directions (`shutdown(2)`, `SHUT_RDWR`) without closing it.
+///
+/// This is how a connection's in-flight io_uring ops are made to finish: a multishot receive
+/// sees EOF, a blocked send fails, and a listening socket leaves the listening state (which
+/// ends a multishot accept and resets connections still in the backlog) even though the ring
+/// holds a reference to the file. Called directly rather than through IORING_OP_SHUTDOWN, which
+/// resolves the fd number only later in a worker, when it may already name another socket.
+/// Never blocks. The caller must own `fd`.
+pub fn shutdown_socket(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: shutdown(2) takes no pointer; on an fd that is not a socket it only fails.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Closes an fd synchronously (`close(2)`), for fds that no ring op refers to, such as a
+/// connection accepted after the shard began to stop. The caller must own `fd` and not use
+/// the number again. Errors are ignored: the descriptor is released either way.
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: close(2) takes no pointer; the caller owns `fd` (documented contract), so no
+    // other owner sees its number reused.
+    unsafe { libc::close(fd) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,9 +125,21 @@ mod tests {
         let (fd, addr) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
         let err = ensure_unused(addr).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
-        // SAFETY: `fd` came from `bind_reuseport` and is closed once.
-        unsafe { libc::close(fd) };
+        close_fd(fd);
         ensure_unused(addr).unwrap();
         ensure_unused("127.0.0.1:0".parse().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn shutdown_socket_ends_the_peers_stream_and_refuses_non_sockets() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        shutdown_socket(a.as_raw_fd()).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(b.read_to_end(&mut rest).unwrap(), 0, "the peer sees EOF");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = shutdown_socket(file.as_raw_fd()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTSOCK));
     }
 }

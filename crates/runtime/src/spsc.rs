@@ -26,8 +26,12 @@ struct Shared<T> {
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
 }
 
-// SAFETY: see the module invariant; values of T move from one thread to the other.
+// SAFETY: the two halves on two threads share `Shared` by reference. By the module invariant a
+// slot is accessed by one side at a time, handed over through the Release/Acquire index
+// stores, and values of T only move from one thread to the other, which `T: Send` permits.
 unsafe impl<T: Send> Sync for Shared<T> {}
+// SAFETY: `Shared` owns values of T (dropped by whichever thread drops the last `Arc`), which
+// `T: Send` permits; its indices are atomics.
 unsafe impl<T: Send> Send for Shared<T> {}
 
 impl<T> Drop for Shared<T> {
@@ -35,7 +39,8 @@ impl<T> Drop for Shared<T> {
         let head = *self.head.0.get_mut();
         let tail = *self.tail.0.get_mut();
         for i in head..tail {
-            // SAFETY: slots in [head, tail) are initialised and no other side exists any more.
+            // SAFETY: slots in [head, tail) are initialised (module invariant) and each is
+            // dropped once; `&mut self` means no producer or consumer exists any more.
             unsafe { (*self.slots[i & self.mask].get()).assume_init_drop() };
         }
     }
@@ -56,8 +61,11 @@ pub struct Consumer<T> {
     cached_tail: Cell<usize>,
 }
 
-// SAFETY: each half is used by one thread at a time; moving it to another thread is fine.
+// SAFETY: a `Producer` is not `Sync` (its cached indices are `Cell`s), so one thread at a time
+// uses it; moving it moves only those caches and an `Arc` of the `Sync` shared ring, and the
+// values it sends are `Send`.
 unsafe impl<T: Send> Send for Producer<T> {}
+// SAFETY: as for `Producer`: one thread at a time, and the values it receives are `Send`.
 unsafe impl<T: Send> Send for Consumer<T> {}
 
 /// Creates a ring holding up to `capacity` values (rounded up to a power of two, at least 2).
@@ -100,7 +108,10 @@ impl<T> Producer<T> {
                 return Err(value);
             }
         }
-        // SAFETY: tail < head + capacity, so the consumer does not touch this slot.
+        // SAFETY: tail < head + capacity (checked above against a head loaded with Acquire),
+        // so this slot is free: the consumer does not read it until the Release store of the
+        // new tail below, and the producer (this, the only one) does not overwrite a live
+        // value: the consumer moved it out before its Release store of head.
         unsafe { (*self.shared.slots[tail & self.shared.mask].get()).write(value) };
         self.tail.set(tail + 1);
         self.shared.tail.0.store(tail + 1, Ordering::Release);
@@ -130,7 +141,9 @@ impl<T> Consumer<T> {
                 return None;
             }
         }
-        // SAFETY: head < tail, so the slot is initialised and the producer does not touch it.
+        // SAFETY: head < tail (tail loaded with Acquire, which orders the producer's write of
+        // the slot before this read), so the slot holds an initialised value; it is read out
+        // once, and the producer does not reuse the slot until the Release store of head below.
         let value =
             unsafe { (*self.shared.slots[head & self.shared.mask].get()).assume_init_read() };
         self.head.set(head + 1);
