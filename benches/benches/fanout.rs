@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use corecast_broker::outbound::{Frame, LocalFrame, Outbound};
+use corecast_broker::outbound::{Frame, LocalFrame, Outbound, Wire};
+use corecast_runtime::SendBatch;
 use corecast_proto::resp::encode;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -42,8 +43,9 @@ fn enqueue(c: &mut Criterion) {
     g.finish();
 }
 
-/// Queue 16 frames per subscriber, then gather each queue into one iovec batch and advance
-/// it past what a send would have written: the whole user-space side of a coalesced send.
+/// Queue 16 frames per subscriber, then gather each queue into one send batch, advance it
+/// past what a send would have written and release the batch (as the driver does when the
+/// send completes): the whole user-space side of a coalesced send.
 fn enqueue_gather_advance(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout/enqueue_gather_advance_16_frames");
     const FRAMES: usize = 16;
@@ -52,7 +54,7 @@ fn enqueue_gather_advance(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let mut queues: Vec<Outbound> = (0..n).map(|_| Outbound::default()).collect();
             let frames: Vec<LocalFrame> = (0..FRAMES).map(|_| frame(64)).collect();
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity(1024);
+            let mut batch: SendBatch<Wire> = SendBatch::new();
             b.iter(|| {
                 for f in &frames {
                     for q in queues.iter_mut() {
@@ -60,9 +62,10 @@ fn enqueue_gather_advance(c: &mut Criterion) {
                     }
                 }
                 for q in queues.iter_mut() {
-                    let batch = q.gather(&mut iov, 1024, 1 << 20);
-                    black_box(&iov);
-                    q.advance(batch.bytes);
+                    let gathered = q.gather(&mut batch, 1 << 20);
+                    black_box(&batch);
+                    q.advance(gathered.bytes);
+                    batch.clear();
                 }
             })
         });

@@ -39,8 +39,6 @@ pub mod limits {
     /// Messages taken from one peer's ring per loop turn, so one busy peer cannot starve the
     /// others or the shard's own sockets.
     pub const DRAIN_BUDGET: usize = 4096;
-    /// Most iovecs one SENDMSG takes (Linux UIO_MAXIOV).
-    pub const MAX_IOV: usize = 1024;
     /// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
     /// control pushes back on the client instead of the shard buffering for it.
     pub const PAUSED_INPUT_BYTES: usize = 256 << 10;

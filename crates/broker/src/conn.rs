@@ -1,6 +1,6 @@
 //! One client connection as a shard sees it.
 
-use bytes::Bytes;
+use corecast_runtime::OpId;
 
 use crate::delivery::Format;
 use crate::outbound::Outbound;
@@ -18,25 +18,6 @@ pub enum Life {
     Closing,
 }
 
-/// iovecs and msghdr of one in-flight SENDMSG; boxed so their addresses stay put while the
-/// kernel reads them, and pooled by the shard so a send allocates nothing after warm-up.
-pub struct SendBuf {
-    /// The iovecs (pointing into queued frames).
-    pub iov: Vec<libc::iovec>,
-    /// The header pointing at `iov`.
-    pub msg: libc::msghdr,
-}
-
-impl Default for SendBuf {
-    fn default() -> Self {
-        Self {
-            iov: Vec::new(),
-            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-            msg: unsafe { std::mem::zeroed() },
-        }
-    }
-}
-
 /// A connection in the shard's slab.
 pub struct Conn {
     /// Socket.
@@ -51,21 +32,14 @@ pub struct Conn {
     pub inbuf: Vec<u8>,
     /// Outbound queue.
     pub out: Outbound,
-    /// A multishot receive is armed.
-    pub recv_armed: bool,
+    /// The armed multishot receive, if any (to cancel it when input is paused).
+    pub recv_op: Option<OpId>,
     /// A cancel of the receive has been requested (input paused).
     pub recv_cancelling: bool,
     /// A send is in flight (at most one).
     pub send_inflight: bool,
-    /// Zero-copy notifications outstanding, with the frames they keep alive. Boxed on first
-    /// use: zero-copy is off by default, and an inline deque cost every connection 24 bytes.
-    pub zc_frames: Option<Box<std::collections::VecDeque<Bytes>>>,
     /// When the in-flight send was submitted.
     pub send_submit_ns: u64,
-    /// Bytes in the in-flight send.
-    pub send_bytes: usize,
-    /// The in-flight SENDMSG's iovecs (None between sends; returned to the shard's pool).
-    pub send_buf: Option<Box<SendBuf>>,
     /// In the shard's dirty list.
     pub dirty: bool,
     /// In the shard's stalled list (input waits for a reason to clear).
@@ -89,13 +63,10 @@ impl Conn {
             life: Life::Open,
             inbuf: Vec::new(),
             out: Outbound::default(),
-            recv_armed: false,
+            recv_op: None,
             recv_cancelling: false,
             send_inflight: false,
-            zc_frames: None,
             send_submit_ns: 0,
-            send_bytes: 0,
-            send_buf: None,
             dirty: false,
             stalled: false,
             counted: false,
@@ -112,10 +83,10 @@ impl Conn {
         }
     }
 
-    /// No operation of the kernel still refers to this connection's fd or buffers.
+    /// No operation of the kernel still refers to this connection's fd, so it may be closed.
+    /// (Buffers are not this connection's concern: the driver holds what the kernel reads,
+    /// zero-copy frames included, until their completions.)
     pub fn quiescent(&self) -> bool {
-        !self.recv_armed
-            && !self.send_inflight
-            && self.zc_frames.as_ref().is_none_or(|q| q.is_empty())
+        self.recv_op.is_none() && !self.send_inflight
     }
 }

@@ -206,8 +206,8 @@ mod tests {
     fn queued(c: &mut Conn) -> Vec<u8> {
         let mut v = Vec::new();
         while let Some((bytes, offset)) = c.out.front_large(1) {
-            v.extend_from_slice(&bytes[offset..]);
-            c.out.advance(bytes.len() - offset);
+            v.extend_from_slice(&bytes.bytes[offset..]);
+            c.out.advance(bytes.bytes.len() - offset);
         }
         v
     }

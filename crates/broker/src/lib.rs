@@ -2,6 +2,8 @@
 //!
 //! [`launch()`] starts one pinned shard per CPU and returns once every shard listens.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod conn;
 pub mod delivery;

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use corecast_runtime::SendBatch;
 
 /// Pre-encoded bytes with the publish timestamp they carry (0 for plain replies).
 #[derive(Debug)]
@@ -24,6 +25,18 @@ pub struct Frame {
 /// timestamp; with a window of messages queued for each of 1000 subscribers those queues
 /// outgrew the L2 cache and every delivery wrote a fresh cache line (docs/benchmarks.md).
 pub type LocalFrame = Rc<Frame>;
+
+/// A frame handed to the io_uring driver for a send: the driver keeps it (and so the bytes
+/// the kernel reads) alive until the send's completion, whatever happens to the queue
+/// meanwhile. A newtype because the driver takes any `AsRef<[u8]>` and `Rc` is foreign.
+#[derive(Debug, Clone)]
+pub struct Wire(pub LocalFrame);
+
+impl AsRef<[u8]> for Wire {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
 
 /// One queued item.
 #[derive(Debug)]
@@ -54,9 +67,9 @@ pub struct Outbound {
     popped: u64,
 }
 
-/// What the send path may put in one submission.
+/// What [`Outbound::gather`] put in a send batch.
 pub struct Batch {
-    /// Number of iovecs filled.
+    /// Buffers added (one iovec each).
     pub iovecs: usize,
     /// Bytes covered.
     pub bytes: usize,
@@ -161,8 +174,8 @@ impl Outbound {
         true
     }
 
-    /// Drops everything queued (the connection is closing). Frames in flight are the caller's
-    /// to keep alive: call this only when no send is in flight.
+    /// Drops everything queued (the connection is closing). Safe at any time: a send in
+    /// flight holds its own handles to the frames it covers (see [`Wire`]).
     pub fn clear(&mut self) {
         self.popped += self.items.len() as u64;
         self.items.clear();
@@ -172,31 +185,27 @@ impl Outbound {
         self.held = 0;
     }
 
-    /// The first sendable frame's remaining bytes, if it is at least `min_len` long and
-    /// would go out alone (zero-copy candidates).
-    pub fn front_large(&mut self, min_len: usize) -> Option<(Bytes, usize)> {
+    /// The first sendable frame and how much of it was sent, if what is left is at least
+    /// `min_len` bytes (zero-copy candidates: such a frame goes out alone).
+    pub fn front_large(&mut self, min_len: usize) -> Option<(LocalFrame, usize)> {
         if self.items.front().is_none() {
             self.seal();
         }
         match self.items.front() {
             Some(Item::Frame(f)) if f.bytes.len() - self.head_offset >= min_len => {
-                Some((f.bytes.clone(), self.head_offset))
+                Some((Rc::clone(f), self.head_offset))
             }
             _ => None,
         }
     }
 
-    /// Fills `iov` with the sendable prefix of the queue, up to `max_iov` entries and
-    /// `max_bytes` bytes (at least one frame if any is sendable).
-    pub fn gather(
-        &mut self,
-        iov: &mut Vec<libc::iovec>,
-        max_iov: usize,
-        max_bytes: usize,
-    ) -> Batch {
+    /// Adds the sendable prefix of the queue to `batch` (empty on entry), up to its capacity
+    /// and `max_bytes` bytes (at least one frame if any is sendable). The batch holds its own
+    /// handle to each frame.
+    pub fn gather(&mut self, batch: &mut SendBatch<Wire>, max_bytes: usize) -> Batch {
+        debug_assert!(batch.is_empty());
         self.seal();
-        iov.clear();
-        let mut batch = Batch {
+        let mut out = Batch {
             iovecs: 0,
             bytes: 0,
             oldest_ts_ns: 0,
@@ -205,25 +214,24 @@ impl Outbound {
             let Item::Frame(f) = item else {
                 break;
             };
-            let (bytes, ts_ns) = (&f.bytes, &f.ts_ns);
             let skip = if i == 0 { self.head_offset } else { 0 };
-            let len = bytes.len() - skip;
-            if batch.iovecs > 0 && (batch.iovecs >= max_iov || batch.bytes + len > max_bytes) {
+            let len = f.bytes.len() - skip;
+            if out.iovecs > 0 && (batch.is_full() || out.bytes + len > max_bytes) {
                 break;
             }
             if len > 0 {
-                iov.push(libc::iovec {
-                    iov_base: bytes[skip..].as_ptr() as *mut libc::c_void,
-                    iov_len: len,
-                });
-                batch.iovecs += 1;
-                batch.bytes += len;
+                if batch.push_from(Wire(Rc::clone(f)), skip).is_err() {
+                    break;
+                }
+                out.iovecs += 1;
+                out.bytes += len;
             }
-            if *ts_ns != 0 && (batch.oldest_ts_ns == 0 || *ts_ns < batch.oldest_ts_ns) {
-                batch.oldest_ts_ns = *ts_ns;
+            if f.ts_ns != 0 && (out.oldest_ts_ns == 0 || f.ts_ns < out.oldest_ts_ns) {
+                out.oldest_ts_ns = f.ts_ns;
             }
         }
-        batch
+        debug_assert!(out.bytes <= self.queued_bytes);
+        out
     }
 
     /// Whether the front of the queue holds bytes that can be sent now.
@@ -290,16 +298,11 @@ mod tests {
     use super::*;
 
     fn collect(o: &mut Outbound) -> Vec<u8> {
-        let mut iov = Vec::new();
-        let b = o.gather(&mut iov, 1024, usize::MAX);
-        let mut v = Vec::new();
-        for i in &iov {
-            // SAFETY: the iovecs point into frames still owned by `o`.
-            v.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(i.iov_base as *const u8, i.iov_len)
-            });
-        }
+        let mut batch = SendBatch::new();
+        let b = o.gather(&mut batch, usize::MAX);
+        let v: Vec<u8> = batch.slices().flatten().copied().collect();
         assert_eq!(v.len(), b.bytes);
+        assert_eq!(batch.len(), b.iovecs);
         v
     }
 
@@ -330,7 +333,7 @@ mod tests {
         }
         assert!(o.items.capacity() > MAX_KEPT_DEQUE_CAPACITY);
         while !o.is_empty() {
-            let n = o.gather(&mut Vec::new(), 1024, usize::MAX).bytes;
+            let n = o.gather(&mut SendBatch::new(), usize::MAX).bytes;
             o.advance(n);
         }
         assert_eq!(o.items.capacity(), 0);
@@ -437,12 +440,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cleared_queue_leaves_an_in_flight_batch_intact() {
+        let mut o = Outbound::default();
+        o.push_frame(Bytes::from(vec![7u8; 64]), 1);
+        o.reply(b"+OK\r\n");
+        let mut batch = SendBatch::new();
+        o.gather(&mut batch, usize::MAX);
+        o.clear();
+        assert!(o.is_empty());
+        let sent: Vec<u8> = batch.slices().flatten().copied().collect();
+        assert_eq!(sent.len(), 69);
+        assert_eq!(&sent[64..], b"+OK\r\n");
+    }
+
+    #[test]
     fn gather_respects_the_byte_cap_but_sends_at_least_one_frame() {
         let mut o = Outbound::default();
         o.push_frame(Bytes::from(vec![1u8; 100]), 1);
         o.push_frame(Bytes::from(vec![2u8; 100]), 1);
-        let mut iov = Vec::new();
-        let b = o.gather(&mut iov, 1024, 50);
+        let b = o.gather(&mut SendBatch::new(), 50);
         assert_eq!((b.iovecs, b.bytes), (1, 100));
     }
 }

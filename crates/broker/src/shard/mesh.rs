@@ -122,12 +122,17 @@ impl MeshPort {
         self.local_inbox.pop_front()
     }
 
-    /// Peers pushed to since the last call that may be asleep and must be woken by this
-    /// shard (each is woken by exactly one pusher: see `MeshEndpoint::must_wake`).
-    pub(super) fn wakes(&mut self, mut wake: impl FnMut(usize)) {
+    /// Calls `wake(peer, ring_fd)` for each peer pushed to since the last call that may be
+    /// asleep and must be woken by this shard (each is woken by exactly one pusher: see
+    /// `MeshEndpoint::must_wake`). A peer whose ring is not up yet is skipped: it looks at
+    /// its rings before it first sleeps.
+    pub(super) fn wakes(&mut self, mut wake: impl FnMut(usize, i32)) {
         for peer in 0..self.wake.len() {
             if std::mem::take(&mut self.wake[peer]) && self.endpoint.must_wake(peer) {
-                wake(peer);
+                let fd = self.endpoint.ring_fd(peer);
+                if fd >= 0 {
+                    wake(peer, fd);
+                }
             }
         }
     }
@@ -193,7 +198,7 @@ mod tests {
         assert!(a.busy());
         assert_eq!(a.pop_local().map(|m| pending_of(&m)), Some(7));
         let mut woken = Vec::new();
-        a.wakes(|p| woken.push(p));
+        a.wakes(|p, _| woken.push(p));
         assert!(woken.is_empty(), "no wake for itself");
     }
 
@@ -203,18 +208,23 @@ mod tests {
         let mut eps = Mesh::build::<ShardMsg>(2, 4).into_iter();
         let mut a = MeshPort::new(eps.next().unwrap());
         let b = MeshPort::new(eps.next().unwrap());
+        // Any number stands for the peer's ring here: nothing is sent to it.
+        b.endpoint().set_ring_fd(42);
         assert!(b.endpoint().prepare_sleep());
         a.send(1, reply(1), &congested);
         a.send(1, reply(2), &congested);
         let mut woken = Vec::new();
-        a.wakes(|p| woken.push(p));
+        a.wakes(|p, fd| {
+            assert_eq!(fd, 42);
+            woken.push(p)
+        });
         assert_eq!(woken, [1]);
-        a.wakes(|p| woken.push(p));
+        a.wakes(|p, _| woken.push(p));
         assert_eq!(woken, [1], "nothing new pushed");
         // The MSG_RING failed: the peer's flag was already swapped off, so without a retry
         // it would sleep until its timer.
         a.rewake(1);
-        a.wakes(|p| woken.push(p));
+        a.wakes(|p, _| woken.push(p));
         assert_eq!(woken, [1, 1]);
     }
 }

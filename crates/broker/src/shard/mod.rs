@@ -1,4 +1,4 @@
-//! One shard: a pinned thread that owns an io_uring, its connections, its slice of the
+//! One shard: a pinned thread that owns an io_uring (through the runtime's driver), its connections, its slice of the
 //! channel table and its stats. Shards share nothing mutable; they exchange [`ShardMsg`]s
 //! over the SPSC mesh.
 //!
@@ -7,25 +7,30 @@
 //! into peers' rings → submit one send per dirty connection → wake sleeping peers → enter the
 //! kernel once (waiting only if there is nothing left to do).
 
+mod accept;
+mod close;
+mod events;
 mod fanout;
 mod http;
-mod io;
+mod input;
 mod mesh;
 mod resp;
+mod send;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use corecast_proto::resp::{Args, Limits};
-use corecast_runtime::{BufRing, MeshEndpoint};
-use io_uring::{opcode, squeue, types, IoUring};
+use corecast_runtime::listener::shutdown_socket;
+use corecast_runtime::{Driver, DriverConfig, Event, MeshEndpoint};
 use slab::Slab;
 
 use crate::config::BrokerConfig;
 use crate::conn::{Conn, Protocol};
 use crate::delivery::Sink;
 use crate::msg::ShardMsg;
+use crate::outbound::Wire;
 pub(crate) use crate::pending::PendingKind;
 use crate::pending::PendingReplies;
 use crate::stats::{Counters, Latencies, StatsBoard};
@@ -68,17 +73,17 @@ pub struct Listener {
     pub backing_off: bool,
 }
 
-/// Kinds of operation, stored in the top byte of `user_data`.
+/// The tag of each operation given to the driver: kind in the top byte, then the 24-bit
+/// generation and the slab key of the connection (or the listener index), so a completion
+/// for a connection that has since closed never reaches a new one in the same slot.
 mod token {
     pub const ACCEPT: u64 = 1;
     pub const RECV: u64 = 2;
     pub const SEND: u64 = 3;
     pub const SEND_ZC: u64 = 4;
-    pub const WAKE: u64 = 5;
+    pub const LISTENER_CLOSED: u64 = 5;
     pub const TIMER: u64 = 6;
-    pub const WAKE_SENT: u64 = 7;
     pub const CLOSE: u64 = 8;
-    pub const CANCEL: u64 = 9;
 
     pub const GEN_MASK: u32 = 0x00FF_FFFF;
 
@@ -97,16 +102,15 @@ pub struct Shard {
     shards: usize,
     cfg: Arc<BrokerConfig>,
     shared: Arc<Shared>,
-    ring: IoUring,
-    bufring: Option<BufRing>,
+    /// The io_uring: every socket operation, and the memory the kernel reads, goes through it.
+    io: Driver<Wire>,
+    /// Completions taken from the driver this turn (kept to reuse its allocation).
+    events: Vec<Event>,
     mesh: MeshPort,
     /// Some connection stayed paused this turn while the mesh was congested (see `run`).
     congestion_paused: bool,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
-    // Boxed: a SendBuf's address must not change while the kernel may read it.
-    #[allow(clippy::vec_box)]
-    send_pool: Vec<Box<crate::conn::SendBuf>>,
     next_gen: u32,
     local: Local,
     owned: Owned,
@@ -116,7 +120,6 @@ pub struct Shard {
     stalled: Vec<u32>,
     to_close: Vec<u32>,
     targets: Vec<usize>,
-    cqes: Vec<(u64, i32, u32)>,
     args: Args,
     limits: Limits,
     scratch: Vec<u8>,
@@ -124,7 +127,6 @@ pub struct Shard {
     stats_bodies: http::RenderedStats,
     counters: Counters,
     latency: Latencies,
-    timer: Box<types::Timespec>,
     now_ns: u64,
     stopping: bool,
     stop_deadline_ns: u64,
@@ -138,14 +140,14 @@ impl Shard {
         mesh: MeshEndpoint<ShardMsg>,
         listeners: Vec<Listener>,
     ) -> std::io::Result<Self> {
-        let (ring, features) = corecast_runtime::UringBuilder {
+        let (io, features) = Driver::new(DriverConfig {
             sq_entries: crate::config::limits::SQ_ENTRIES,
             cq_entries: crate::config::limits::CQ_ENTRIES,
-        }
-        .build()?;
+            recv_buffers: cfg.recv_buffers,
+            recv_buffer_size: cfg.recv_buffer_size,
+        })?;
         tracing::info!(shard = mesh.id(), ?features, "io_uring ready");
-        mesh.set_ring_fd(ring.as_raw_fd_compat());
-        let bufring = BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        mesh.set_ring_fd(io.ring_fd());
         let shards = mesh.shards();
         // Sized for this shard's share of max_connections up front: only touched pages
         // count, and the tables never pay a grow-and-copy (whose freed copies the allocator
@@ -161,7 +163,6 @@ impl Shard {
             congestion_paused: false,
             listeners,
             conns: Slab::with_capacity(per_shard),
-            send_pool: Vec::new(),
             next_gen: 1,
             local: Local::with_capacity(per_shard),
             owned: Owned::new(shards, per_shard),
@@ -171,21 +172,19 @@ impl Shard {
             stalled: Vec::new(),
             to_close: Vec::new(),
             targets: Vec::new(),
-            cqes: Vec::with_capacity(1024),
+            events: Vec::with_capacity(1024),
             args: Args::new(),
             limits,
             scratch: Vec::with_capacity(256),
             stats_bodies: http::RenderedStats::default(),
             counters: Counters::default(),
             latency: Latencies::new(),
-            timer: Box::new(types::Timespec::new().nsec(cfg.stats_interval_ms as u32 * 1_000_000)),
             now_ns: 0,
             stopping: false,
             stop_deadline_ns: 0,
             cfg,
             shared,
-            ring,
-            bufring: Some(bufring),
+            io,
             mesh: MeshPort::new(mesh),
         })
     }
@@ -226,48 +225,34 @@ impl Shard {
                 self.enter(0)
             };
             if let Err(e) = result {
-                if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
-                    tracing::error!(shard = self.id, error = %e, "io_uring_enter failed");
-                    break;
-                }
+                // The driver retries EINTR, EAGAIN and EBUSY itself; anything else means the
+                // ring is unusable.
+                tracing::error!(shard = self.id, error = %e, "io_uring_enter failed");
+                break;
             }
+        }
+        // Every operation is cancelled and completed before any buffer it uses is freed.
+        if !self.io.shutdown(self.cfg.shutdown_timeout_ms) {
+            tracing::warn!(
+                shard = self.id,
+                in_flight = self.io.in_flight(),
+                "operations still in flight at exit; their buffers are leaked, not freed"
+            );
         }
         self.publish_stats();
         tracing::info!(shard = self.id, "shard stopped");
     }
 
-    /// Submits queued SQEs and, with GETEVENTS, runs deferred task work so completions
-    /// appear; waits for `want` completions.
-    fn enter(&mut self, want: u32) -> std::io::Result<usize> {
-        let sub = self.ring.submitter();
-        let to_submit = unsafe { self.ring.submission_shared().len() } as u32;
-        // SAFETY: no extra argument is passed.
-        unsafe {
-            sub.enter::<libc::sigset_t>(to_submit, want, 1 /* IORING_ENTER_GETEVENTS */, None)
-        }
-    }
-
-    /// Queues an SQE, flushing the submission queue to the kernel if it is full.
-    fn push_sqe(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every buffer an entry points to is owned by the shard (connection
-            // frames, send buffers, the timer) and outlives the operation.
-            let pushed = unsafe { self.ring.submission().push(&entry) };
-            if pushed.is_ok() {
-                return;
-            }
-            self.counters.sq_stalls += 1;
-            if let Err(e) = self.ring.submit() {
-                tracing::warn!(shard = self.id, error = %e, "submit while the SQ was full");
-            }
-        }
+    /// Submits queued operations and runs deferred completion work; waits for `want`
+    /// completions.
+    fn enter(&mut self, want: u32) -> std::io::Result<()> {
+        self.io.enter(want)
     }
 
     fn arm_timer(&mut self) {
-        let e = opcode::Timeout::new(&*self.timer as *const types::Timespec)
-            .build()
-            .user_data(token::make(token::TIMER, 0, 0));
-        self.push_sqe(e);
+        let interval_ns = self.cfg.stats_interval_ms * 1_000_000;
+        self.io
+            .timeout(interval_ns, token::make(token::TIMER, 0, 0));
     }
 
     fn on_timer(&mut self) {
@@ -285,6 +270,7 @@ impl Shard {
 
     fn publish_stats(&mut self) {
         self.counters.connections = self.conns.len() as u64;
+        self.counters.sq_stalls = self.io.sq_stalls();
         self.counters.channels = self.owned.len() as u64;
         self.shared
             .board
@@ -298,12 +284,9 @@ impl Shard {
             // shutdown(2) takes the socket out of the listening state at once, which ends
             // the multishot accept (closing alone would not: the ring holds a reference)
             // and resets connections still in its backlog; new ones are refused.
-            // SAFETY: our own listening socket.
-            unsafe { libc::shutdown(l.fd, libc::SHUT_RDWR) };
-            let e = opcode::Close::new(types::Fd(l.fd))
-                .build()
-                .user_data(token::make(token::WAKE, 0, 0));
-            self.push_sqe(e);
+            let _ = shutdown_socket(l.fd);
+            self.io
+                .close(l.fd, token::make(token::LISTENER_CLOSED, 0, 0));
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -347,17 +330,5 @@ impl Shard {
         self.conns
             .get_mut(r.key as usize)
             .filter(|c| c.gen == r.gen)
-    }
-}
-
-/// `IoUring::as_raw_fd` under a name that does not need the trait in scope everywhere.
-trait RawRingFd {
-    fn as_raw_fd_compat(&self) -> RawFd;
-}
-
-impl RawRingFd for IoUring {
-    fn as_raw_fd_compat(&self) -> RawFd {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
     }
 }

@@ -174,6 +174,15 @@ impl<K: AsRef<[u8]>> SendBatch<K> {
         self.inner.bytes
     }
 
+    /// The bytes each item contributes, in order (what the send will write): for callers
+    /// that inspect a batch, such as tests of what a queue gathered.
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.inner
+            .items
+            .iter()
+            .map(|(item, offset)| item.as_ref().get(*offset..).unwrap_or(&[]))
+    }
+
     /// Drops every buffer, keeping the allocation.
     pub fn clear(&mut self) {
         self.inner.reset();

@@ -1,0 +1,72 @@
+//! Closing connections: unregister the subscriptions, shut the socket down so in-flight
+//! operations complete, and close the fd once none refers to it.
+
+use std::sync::atomic::Ordering;
+
+use corecast_runtime::listener::shutdown_socket;
+
+use super::{token, Shard};
+use crate::conn::Life;
+
+impl Shard {
+    /// Closes the connections queued for closing during the turn.
+    pub(super) fn close_queued(&mut self) {
+        while let Some(key) = self.to_close.pop() {
+            if self.conns.contains(key as usize) {
+                self.begin_close(key as usize);
+            }
+        }
+    }
+
+    /// Stops a connection: drops its subscriptions, shuts the socket down so in-flight
+    /// operations complete, and closes the fd once none is left.
+    pub(super) fn begin_close(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.life == Life::Closing {
+            return;
+        }
+        conn.life = Life::Closing;
+        conn.stalled = false;
+        conn.inbuf = Vec::new();
+        conn.out.clear();
+        if conn.counted {
+            conn.counted = false;
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        let fd = conn.fd;
+        let quiescent = conn.quiescent();
+        self.drop_subscriptions(key);
+        if quiescent {
+            self.maybe_finish(key);
+        } else {
+            // shutdown(2) directly, not IORING_OP_SHUTDOWN: the ring runs that op from a
+            // worker and resolves the fd number only then, by which time this fd may have
+            // been closed and reused by a new connection. The call never blocks.
+            // `fd` is this connection's open socket; it is closed only later, by
+            // maybe_finish, once no operation refers to it.
+            let _ = shutdown_socket(fd);
+        }
+    }
+
+    /// Closes the fd of a closing connection once no operation refers to it.
+    pub(super) fn maybe_finish(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.life != Life::Closing || !conn.quiescent() || conn.fd < 0 {
+            return;
+        }
+        let (fd, tag) = (conn.fd, token::make(token::CLOSE, key as u32, conn.gen));
+        conn.fd = -1;
+        self.io.close(fd, tag);
+    }
+
+    /// The fd is closed: the slab slot is free for a new connection.
+    pub(super) fn on_closed(&mut self, key: usize, gen: u32) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.gen == gen && c.fd < 0)
+        {
+            self.conns.remove(key);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Input and back-pressure: the multishot receive, parsing through the connection's
+//! protocol, the unparsed-input limit, and pausing input (and, past a threshold, the receive
+//! itself, so TCP pushes back) until the reason clears.
+
+use std::sync::atomic::Ordering;
+
+use corecast_runtime::RecvBuf;
+
+use super::{token, Shard};
+use crate::config::limits::PAUSED_INPUT_BYTES;
+use crate::conn::{Life, Protocol};
+use crate::pause::{pause_reason, PauseReason};
+
+impl Shard {
+    /// Arms the connection's multishot receive (buffers come from the driver's ring).
+    pub(super) fn arm_recv(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        debug_assert!(conn.recv_op.is_none(), "one receive per connection");
+        let op = self
+            .io
+            .recv_multi(conn.fd, token::make(token::RECV, key as u32, conn.gen));
+        self.conns[key].recv_op = Some(op);
+    }
+
+    /// A receive completion: data (in a provided buffer, given back when `buf` drops), the
+    /// peer's EOF, or the end of the multishot receive.
+    pub(super) fn on_recv(
+        &mut self,
+        key: usize,
+        gen: u32,
+        res: i32,
+        more: bool,
+        buf: Option<RecvBuf>,
+    ) {
+        let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            return;
+        };
+        if !more {
+            c.recv_op = None;
+            c.recv_cancelling = false;
+        }
+        if res > 0 {
+            self.counters.bytes_in += res as u64;
+            if let Some(buf) = buf {
+                self.on_data(key, &buf);
+            }
+        } else if res == 0 {
+            let c = &mut self.conns[key];
+            if c.stalled && !c.inbuf.is_empty() && c.life == Life::Open {
+                // Commands the client sent before closing its side still run, as they would
+                // have without the pause (`resume_stalled` finishes the connection).
+                tracing::debug!(
+                    shard = self.id,
+                    key,
+                    "peer closed; running its paused input"
+                );
+                c.peer_eof = true;
+            } else {
+                tracing::debug!(shard = self.id, key, "peer closed");
+                self.begin_close(key);
+            }
+        } else if res == -libc::ENOBUFS {
+            self.counters.recv_no_buffers += 1;
+        } else if res != -libc::ECANCELED {
+            tracing::debug!(shard = self.id, key, error = %std::io::Error::from_raw_os_error(-res), "receive failed; closing");
+            self.counters.receive_errors += 1;
+            self.begin_close(key);
+        }
+        let Some(c) = self.conns.get(key) else { return };
+        if c.life == Life::Closing {
+            self.maybe_finish(key);
+        } else {
+            // Receive again unless one is armed, the connection is ending, the client has
+            // closed its side, or paused input has reached the point where TCP pushes back.
+            let held_back = c.stalled && c.inbuf.len() >= PAUSED_INPUT_BYTES;
+            if c.recv_op.is_none() && c.life == Life::Open && !c.peer_eof && !held_back {
+                self.arm_recv(key);
+            }
+        }
+    }
+
+    /// Bytes received: parsed at once when nothing is buffered or paused, else appended.
+    fn on_data(&mut self, key: usize, data: &[u8]) {
+        let conn = &mut self.conns[key];
+        if conn.life != Life::Open {
+            return;
+        }
+        if conn.inbuf.is_empty() && !conn.stalled {
+            let used = self.process(key, data);
+            let conn = &mut self.conns[key];
+            if conn.life == Life::Open && used < data.len() {
+                conn.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            conn.inbuf.extend_from_slice(data);
+            if !conn.stalled {
+                self.process_inbuf(key);
+            }
+        }
+        self.check_input(key);
+    }
+
+    /// Enforces the unparsed-input limit and pauses the receive of a stalled connection.
+    ///
+    /// A running connection's `inbuf` holds only an incomplete command, so
+    /// `max_unparsed_bytes` bounds it. A stalled connection's holds complete commands the
+    /// shard chose not to parse yet; its receive is cancelled at `PAUSED_INPUT_BYTES`, but
+    /// completions the kernel posted before the cancel still land, at most one provided
+    /// buffer ring's worth (`recv_buffers × recv_buffer_size`). Closing the client for
+    /// input the broker itself paused would punish it for the broker's back-pressure.
+    fn check_input(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.life != Life::Open {
+            return;
+        }
+        let mut max = self.cfg.max_unparsed_bytes;
+        if conn.stalled {
+            max +=
+                usize::from(self.cfg.recv_buffers) * self.cfg.recv_buffer_size + PAUSED_INPUT_BYTES;
+        }
+        if conn.inbuf.len() > max {
+            self.counters.input_overflows += 1;
+            self.begin_close(key);
+            return;
+        }
+        if conn.stalled && conn.inbuf.len() >= PAUSED_INPUT_BYTES && !conn.recv_cancelling {
+            if let Some(op) = conn.recv_op {
+                conn.recv_cancelling = true;
+                self.io.cancel(op);
+            }
+        }
+    }
+
+    /// Parses what `inbuf` holds.
+    pub(super) fn process_inbuf(&mut self, key: usize) {
+        let buf = std::mem::take(&mut self.conns[key].inbuf);
+        let used = self.process(key, &buf);
+        let mut buf = buf;
+        buf.drain(..used);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.life == Life::Open {
+                if buf.is_empty() && buf.capacity() > PAUSED_INPUT_BYTES {
+                    buf = Vec::new();
+                }
+                conn.inbuf = buf;
+            }
+        }
+    }
+
+    /// Hands bytes to the connection's protocol; returns how many it consumed.
+    fn process(&mut self, key: usize, data: &[u8]) -> usize {
+        match self.conns[key].session.protocol() {
+            Protocol::Resp => self.resp_process(key, data),
+            Protocol::Http => self.http_process(key, data),
+        }
+    }
+
+    /// Marks a connection's input as paused until `resume_stalled` finds its reason gone,
+    /// and records a congestion pause so the shard re-checks congestion before it sleeps.
+    pub(super) fn stall(&mut self, key: usize, reason: PauseReason) {
+        self.congestion_paused |= reason == PauseReason::Congestion;
+        let conn = &mut self.conns[key];
+        if !conn.stalled {
+            conn.stalled = true;
+            self.stalled.push(key as u32);
+            self.counters.input_pauses += 1;
+        }
+    }
+
+    /// Why a connection must not parse more input now (see `pause.rs`), from one reading of
+    /// the congestion count.
+    pub(super) fn pause_reason(&self, key: usize) -> Option<PauseReason> {
+        let congested = self.shared.congested.load(Ordering::Relaxed);
+        pause_reason(&self.conns[key], &self.cfg, congested)
+    }
+
+    pub(super) fn resume_stalled(&mut self) {
+        self.congestion_paused = false;
+        if self.stalled.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut self.stalled);
+        for key in list {
+            let key = key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if !conn.stalled {
+                continue;
+            }
+            if conn.life != Life::Open {
+                conn.stalled = false;
+                continue;
+            }
+            if let Some(reason) = self.pause_reason(key) {
+                self.stalled.push(key as u32);
+                self.congestion_paused |= reason == PauseReason::Congestion;
+                continue;
+            }
+            self.conns[key].stalled = false;
+            self.process_inbuf(key);
+            self.check_input(key);
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if c.stalled || c.life != Life::Open {
+                continue;
+            }
+            if c.peer_eof {
+                // Everything complete has run; what is left is at most a command the client
+                // never finished. Send the replies, then close.
+                c.life = Life::CloseAfterFlush;
+                self.mark_dirty(key);
+            } else if c.recv_op.is_none() {
+                self.arm_recv(key);
+            }
+        }
+    }
+}
