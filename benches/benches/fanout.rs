@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use corecast_broker::outbound::{Frame, LocalFrame, Outbound, Wire};
-use corecast_runtime::SendBatch;
 use corecast_proto::resp::encode;
+use corecast_runtime::SendBatch;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// A frame as the shard hands it to its local subscribers.
