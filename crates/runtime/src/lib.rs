@@ -12,7 +12,6 @@
 #![deny(missing_docs)]
 
 pub mod affinity;
-pub mod bufring;
 pub mod clock;
 pub mod driver;
 pub mod listener;
@@ -22,7 +21,6 @@ pub mod spsc;
 pub mod uring;
 
 pub use affinity::{parse_core_list, process_cpus, AffinityError};
-pub use bufring::BufRing;
 pub use driver::{
     Completion, Driver, DriverConfig, Event, OpId, OpKind, RecvBuf, SendBatch, IOV_MAX,
 };
