@@ -46,6 +46,9 @@ pub struct Conn {
     pub stalled: bool,
     /// Counted in the global connection count.
     pub counted: bool,
+    /// A query every shard answers (PUBSUB CHANNELS/NUMSUB) is unanswered: the client's
+    /// input waits for it, so it cannot queue a thousand of them.
+    pub query_inflight: bool,
     /// The client closed its sending side while input it had sent was still paused: the
     /// connection closes once that input has run and the replies are sent.
     pub peer_eof: bool,
@@ -70,6 +73,7 @@ impl Conn {
             dirty: false,
             stalled: false,
             counted: false,
+            query_inflight: false,
             peer_eof: false,
             session,
         }

@@ -40,7 +40,7 @@ pub fn pause_reason(conn: &Conn, cfg: &BrokerConfig, congested: usize) -> Option
     match conn.session.protocol() {
         Protocol::Http => None,
         Protocol::Resp => {
-            if conn.session.query_inflight() {
+            if conn.query_inflight {
                 Some(PauseReason::Query)
             } else if congested > 0 {
                 Some(PauseReason::Congestion)
@@ -70,7 +70,7 @@ mod tests {
         resp.out.push_held(0);
         resp.out.push_held(1);
         assert_eq!(pause_reason(&resp, &cfg, 0), Some(PauseReason::Publishes));
-        resp.session.set_query_inflight(true);
+        resp.query_inflight = true;
         assert_eq!(pause_reason(&resp, &cfg, 1), Some(PauseReason::Query));
         resp.out.reply(b"12345");
         assert_eq!(pause_reason(&resp, &cfg, 1), Some(PauseReason::Backlog));

@@ -8,6 +8,9 @@ use corecast_proto::resp::Resume;
 
 pub use crate::subset::SubSet;
 
+// A RESP session fits an 80-byte malloc chunk (72 bytes plus glibc's 8-byte header).
+const _: () = assert!(std::mem::size_of::<RespSession>() <= 72);
+
 /// Which front-end a listener (and so each of its connections) speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -51,27 +54,87 @@ impl Protocol {
     }
 }
 
+/// What a subscription names: a channel, a pattern, or a sharded channel (Redis keeps the
+/// three apart; other front-ends use channels and, later, patterns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    /// A channel (`SUBSCRIBE`).
+    Channel,
+    /// A glob pattern (`PSUBSCRIBE`).
+    Pattern,
+    /// A sharded channel (`SSUBSCRIBE`).
+    ShardChannel,
+}
+
 /// The channels, patterns and shard channels one connection subscribes to. Every front-end
 /// that subscribes keeps one; closing a connection takes it to unregister everything.
+/// Patterns and shard channels are rare, so their sets live behind one box allocated on
+/// first use: an idle subscriber of one channel holds its name inline and nothing else.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
-    /// Classic channels.
-    pub channels: SubSet,
-    /// Patterns.
-    pub patterns: SubSet,
-    /// Sharded channels.
-    pub schannels: SubSet,
+    channels: SubSet,
+    /// Patterns, then shard channels.
+    rare: Option<Box<[SubSet; 2]>>,
 }
 
 impl Subscriptions {
+    /// The set of one kind.
+    pub fn set(&self, kind: SubKind) -> &SubSet {
+        match (kind, &self.rare) {
+            (SubKind::Channel, _) => &self.channels,
+            (_, None) => &SubSet::EMPTY,
+            (SubKind::Pattern, Some(r)) => &r[0],
+            (SubKind::ShardChannel, Some(r)) => &r[1],
+        }
+    }
+
+    fn set_mut(&mut self, kind: SubKind) -> &mut SubSet {
+        let rare = match kind {
+            SubKind::Channel => return &mut self.channels,
+            SubKind::Pattern => 0,
+            SubKind::ShardChannel => 1,
+        };
+        &mut self.rare.get_or_insert_with(Default::default)[rare]
+    }
+
+    /// Adds a name; false if it was already there.
+    pub fn insert(&mut self, kind: SubKind, name: Bytes) -> bool {
+        self.set_mut(kind).insert(name)
+    }
+
+    /// Removes a name; false if it was not there.
+    pub fn remove(&mut self, kind: SubKind, name: &[u8]) -> bool {
+        if kind != SubKind::Channel && self.rare.is_none() {
+            return false;
+        }
+        let removed = self.set_mut(kind).remove(name);
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.iter().all(SubSet::is_empty))
+        {
+            self.rare = None;
+        }
+        removed
+    }
+
     /// Channels + patterns: the count Redis reports in (un)subscribe replies.
     pub fn classic_count(&self) -> usize {
-        self.channels.len() + self.patterns.len()
+        self.channels.len() + self.set(SubKind::Pattern).len()
+    }
+
+    /// The count Redis reports after a (un)subscribe of `kind`: shard channels are counted
+    /// apart from the others.
+    pub fn count_for(&self, kind: SubKind) -> usize {
+        match kind {
+            SubKind::ShardChannel => self.set(kind).len(),
+            _ => self.classic_count(),
+        }
     }
 
     /// Everything held (checked against `max_subscriptions`).
     pub fn total(&self) -> usize {
-        self.classic_count() + self.schannels.len()
+        self.classic_count() + self.set(SubKind::ShardChannel).len()
     }
 }
 
@@ -81,16 +144,14 @@ impl Subscriptions {
 pub struct RespSession {
     /// Subscriptions.
     pub subs: Subscriptions,
-    /// CLIENT SETNAME.
-    pub name: Option<Bytes>,
+    /// CLIENT SETNAME (boxed: most clients never set one).
+    pub name: Option<Box<Bytes>>,
     /// How far the incomplete command at the front of the connection's `inbuf` has been
     /// framed, so each receive frames only what it added (default whenever `inbuf` holds no
     /// partial command).
     pub resume: Resume,
     /// CLIENT ID / HELLO id: unique for the process's life (shard in the top 16 bits).
     pub client_id: u64,
-    /// A PUBSUB query to every shard is unanswered (input waits for it).
-    pub query_inflight: bool,
 }
 
 impl RespSession {
@@ -123,22 +184,6 @@ impl Session {
         match self {
             Self::Resp(s) => std::mem::take(&mut s.subs),
             Self::Http => Subscriptions::default(),
-        }
-    }
-
-    /// Whether a reply to a query that every shard answers is still outstanding; such a
-    /// client's input waits so it cannot queue a thousand of them.
-    pub fn query_inflight(&self) -> bool {
-        match self {
-            Self::Resp(s) => s.query_inflight,
-            Self::Http => false,
-        }
-    }
-
-    /// Records that a query is (or no longer is) outstanding.
-    pub fn set_query_inflight(&mut self, on: bool) {
-        if let Self::Resp(s) = self {
-            s.query_inflight = on;
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The set of channel names one connection subscribes to. Most connections hold one or a few
-//! names, so the set is a plain vector (one small allocation) and grows a hash index only past
-//! `INDEX_AT` names; memory per idle subscriber is what this optimises.
+//! The set of channel names one connection subscribes to. Most connections hold one name, so
+//! the set keeps one inline (no allocation beyond the name), a few in a small vector, and
+//! builds a hash index only past `INDEX_AT` names: memory per idle subscriber is what this
+//! optimises.
 
 use bytes::Bytes;
 
@@ -11,32 +12,57 @@ const INDEX_AT: usize = 16;
 
 /// An unordered set of names (removal swaps the last name into the hole).
 #[derive(Debug, Default)]
-pub struct SubSet {
-    names: Vec<Bytes>,
-    index: Option<Box<Index>>,
+pub enum SubSet {
+    /// No names.
+    #[default]
+    Empty,
+    /// One name, inline.
+    One(Bytes),
+    /// Two or more.
+    Many(Box<Many>),
 }
 
-impl SubSet {
-    /// Number of names.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
+/// The names of a set holding two or more.
+#[derive(Debug, Default)]
+pub struct Many {
+    names: Vec<Bytes>,
+    index: Option<Index>,
+}
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
+impl Many {
     fn position(&self, name: &[u8]) -> Option<usize> {
         match &self.index {
             Some(ix) => ix.get(name).copied(),
             None => self.names.iter().position(|n| n.as_ref() == name),
         }
     }
+}
+
+impl SubSet {
+    /// An empty set, usable in statics.
+    pub const EMPTY: SubSet = SubSet::Empty;
+
+    /// Number of names.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(_) => 1,
+            Self::Many(m) => m.names.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
 
     /// Whether `name` is in the set.
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.position(name).is_some()
+        match self {
+            Self::Empty => false,
+            Self::One(n) => n.as_ref() == name,
+            Self::Many(m) => m.position(name).is_some(),
+        }
     }
 
     /// Adds `name`; false if it was already there.
@@ -44,50 +70,79 @@ impl SubSet {
         if self.contains(&name) {
             return false;
         }
-        if self.names.capacity() == 0 {
-            self.names.reserve_exact(1);
-        }
-        self.names.push(name.clone());
-        match &mut self.index {
-            Some(ix) => {
-                ix.insert(name, self.names.len() - 1);
+        match self {
+            Self::Empty => *self = Self::One(name),
+            Self::One(first) => {
+                let first = std::mem::take(first);
+                *self = Self::Many(Box::new(Many {
+                    names: vec![first, name],
+                    index: None,
+                }));
             }
-            None if self.names.len() > INDEX_AT => {
-                let ix: Index = self
-                    .names
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .map(|(i, n)| (n, i))
-                    .collect();
-                self.index = Some(Box::new(ix));
+            Self::Many(m) => {
+                m.names.push(name.clone());
+                match &mut m.index {
+                    Some(ix) => {
+                        ix.insert(name, m.names.len() - 1);
+                    }
+                    None if m.names.len() > INDEX_AT => {
+                        let ix: Index = m
+                            .names
+                            .iter()
+                            .cloned()
+                            .enumerate()
+                            .map(|(i, n)| (n, i))
+                            .collect();
+                        m.index = Some(ix);
+                    }
+                    None => {}
+                }
             }
-            None => {}
         }
         true
     }
 
     /// Removes `name`; false if it was not there.
     pub fn remove(&mut self, name: &[u8]) -> bool {
-        let Some(at) = self.position(name) else {
-            return false;
-        };
-        self.names.swap_remove(at);
-        if let Some(ix) = &mut self.index {
-            ix.remove(name);
-            if let Some(moved) = self.names.get(at) {
-                ix.insert(moved.clone(), at);
+        match self {
+            Self::Empty => false,
+            Self::One(n) if n.as_ref() == name => {
+                *self = Self::Empty;
+                true
+            }
+            Self::One(_) => false,
+            Self::Many(m) => {
+                let Some(at) = m.position(name) else {
+                    return false;
+                };
+                m.names.swap_remove(at);
+                if let Some(ix) = &mut m.index {
+                    ix.remove(name);
+                    if let Some(moved) = m.names.get(at) {
+                        ix.insert(moved.clone(), at);
+                    }
+                }
+                match m.names.len() {
+                    0 => *self = Self::Empty,
+                    1 => {
+                        let last = m.names.pop().unwrap_or_default();
+                        *self = Self::One(last);
+                    }
+                    _ => {}
+                }
+                true
             }
         }
-        if self.names.is_empty() {
-            *self = Self::default();
-        }
-        true
     }
 
     /// The names, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.names.iter()
+        let slice: &[Bytes] = match self {
+            Self::Empty => &[],
+            Self::One(n) => std::slice::from_ref(n),
+            Self::Many(m) => &m.names,
+        };
+        slice.iter()
     }
 }
 
@@ -115,5 +170,20 @@ mod tests {
             assert!(s.remove(&n));
         }
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn one_name_is_kept_inline_and_the_set_shrinks_back() {
+        let mut s = SubSet::default();
+        assert!(s.insert(Bytes::from_static(b"a")));
+        assert!(matches!(s, SubSet::One(_)));
+        assert!(s.insert(Bytes::from_static(b"b")));
+        assert!(matches!(s, SubSet::Many(_)));
+        assert!(s.remove(b"a"));
+        assert!(matches!(&s, SubSet::One(n) if n.as_ref() == b"b"));
+        assert!(!s.remove(b"a"));
+        assert!(s.remove(b"b"));
+        assert!(s.is_empty());
+        assert_eq!(std::mem::size_of::<SubSet>(), 40);
     }
 }

@@ -12,6 +12,7 @@ use crate::conn::{Life, Protocol};
 use crate::delivery::{FrameCache, Via};
 use crate::msg::{Message, MessageView, Ns, Query, ReplyValue, ShardMsg};
 use crate::pending::Pending;
+use crate::session::SubKind;
 use crate::tables::ConnRef;
 
 /// FNV-1a: a fixed hash so every shard (and every restart) agrees on channel owners.
@@ -280,7 +281,7 @@ impl Shard {
     fn finish_pending(&mut self, slot: u32, p: Pending) {
         if p.kind.is_query() {
             if let Some(conn) = self.conn_mut(p.conn) {
-                conn.session.set_query_inflight(false);
+                conn.query_inflight = false;
             }
         }
         // Each protocol encodes its own answers.
@@ -325,7 +326,7 @@ impl Shard {
     /// every channel name of every shard, and a client pipelining a thousand of these
     /// queries would have the broker build a thousand such lists before the first is read.
     pub(super) fn ask_all(&mut self, key: usize, query: Query, kind: PendingKind) {
-        self.conns[key].session.set_query_inflight(true);
+        self.conns[key].query_inflight = true;
         let local = self.answer(&query);
         let query = Arc::new(query);
         let slot = self.hold(key, self.shards as u16, kind);
@@ -434,18 +435,34 @@ impl Shard {
         }
     }
 
+    /// Registers a new subscription of connection `key` (already in its session's set)
+    /// with the shard's tables and the shards that must know; `reply` is the protocol's
+    /// confirmation, sent once the subscription is active everywhere it matters.
+    pub(super) fn subscribe_one(&mut self, key: usize, kind: SubKind, name: &Bytes, reply: Bytes) {
+        match kind {
+            SubKind::Channel => self.add_subscription(key, Ns::Plain, name, reply),
+            SubKind::ShardChannel => self.add_subscription(key, Ns::Shard, name, reply),
+            SubKind::Pattern => self.add_pattern(key, name, reply),
+        }
+    }
+
+    /// Unregisters one subscription (already removed from the session's set).
+    pub(super) fn unsubscribe_one(&mut self, who: ConnRef, kind: SubKind, name: &Bytes) {
+        match kind {
+            SubKind::Channel => self.remove_subscription(who, Ns::Plain, name),
+            SubKind::ShardChannel => self.remove_subscription(who, Ns::Shard, name),
+            SubKind::Pattern => self.remove_pattern(who, name),
+        }
+    }
+
     /// Drops every subscription of a connection (close, RESET).
     pub(super) fn drop_subscriptions(&mut self, key: usize) {
         let who = self.conns[key].at(key);
         let state = self.conns[key].session.take_subscriptions();
-        for ch in state.channels.iter() {
-            self.remove_subscription(who, Ns::Plain, ch);
-        }
-        for ch in state.schannels.iter() {
-            self.remove_subscription(who, Ns::Shard, ch);
-        }
-        for p in state.patterns.iter() {
-            self.remove_pattern(who, p);
+        for kind in [SubKind::Channel, SubKind::ShardChannel, SubKind::Pattern] {
+            for name in state.set(kind).iter() {
+                self.unsubscribe_one(who, kind, name);
+            }
         }
     }
 }

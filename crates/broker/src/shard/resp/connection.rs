@@ -86,7 +86,8 @@ impl Shard {
                     );
                     return;
                 }
-                self.resp_mut(key).name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                self.resp_mut(key).name =
+                    (!name.is_empty()).then(|| Box::new(Bytes::copy_from_slice(name)));
                 i += 2;
             } else {
                 let mut m = b"ERR Syntax error in HELLO option '".to_vec();
@@ -137,11 +138,8 @@ impl Shard {
                     );
                     return;
                 }
-                self.resp_mut(key).name = if name.is_empty() {
-                    None
-                } else {
-                    Some(Bytes::copy_from_slice(name))
-                };
+                self.resp_mut(key).name =
+                    (!name.is_empty()).then(|| Box::new(Bytes::copy_from_slice(name)));
                 self.reply(key, b"+OK\r\n");
             }
             ("getname", 2) => match self.resp_mut(key).name.clone() {

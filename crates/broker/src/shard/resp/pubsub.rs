@@ -6,6 +6,7 @@ use corecast_proto::resp::{encode, Args};
 use super::super::{PendingKind, Shard};
 use super::errors::lower;
 use crate::msg::{MessageView, Ns, Query};
+use crate::session::SubKind;
 
 /// Redis 7's `PUBSUB HELP`, line for line.
 const PUBSUB_HELP: &[&str] = &[
@@ -26,146 +27,55 @@ const PUBSUB_HELP: &[&str] = &[
 ];
 
 impl Shard {
-    pub(super) fn cmd_subscribe(&mut self, key: usize, args: &Args, ns: Ns) {
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: one confirmation per name, each sent once the
+    /// subscription is active (held until the owner, or every shard for a pattern, knows).
+    pub(super) fn cmd_subscribe(&mut self, key: usize, args: &Args, kind: SubKind) {
         let resp3 = self.resp3(key);
-        let kind: &[u8] = if ns == Ns::Plain {
-            b"subscribe"
-        } else {
-            b"ssubscribe"
-        };
-        for ch in args.iter().skip(1) {
-            let resp = &self.resp_mut(key).subs;
-            let held = if ns == Ns::Plain {
-                resp.channels.contains(ch)
-            } else {
-                resp.schannels.contains(ch)
-            };
+        let word = reply_word(kind, true);
+        for name in args.iter().skip(1) {
+            let held = self.resp_mut(key).subs.set(kind).contains(name);
             if self.refused_past_limit(key, held) {
                 continue;
             }
-            let resp = &mut self.resp_mut(key).subs;
-            let set = if ns == Ns::Plain {
-                &mut resp.channels
-            } else {
-                &mut resp.schannels
-            };
-            let channel = Bytes::copy_from_slice(ch);
-            let added = set.insert(channel.clone());
-            let count = if ns == Ns::Plain {
-                resp.classic_count()
-            } else {
-                resp.schannels.len()
-            };
-            let mut v = Vec::with_capacity(ch.len() + 32);
-            encode::sub_reply(&mut v, kind, Some(ch), count as i64, resp3);
+            let subs = &mut self.resp_mut(key).subs;
+            let name = Bytes::copy_from_slice(name);
+            let added = subs.insert(kind, name.clone());
+            let count = subs.count_for(kind) as i64;
+            let mut v = Vec::with_capacity(name.len() + 32);
+            encode::sub_reply(&mut v, word, Some(&name), count, resp3);
             if added {
-                self.add_subscription(key, ns, &channel, Bytes::from(v));
+                self.subscribe_one(key, kind, &name, Bytes::from(v));
             } else {
                 self.reply(key, &v);
             }
         }
     }
 
-    pub(super) fn cmd_psubscribe(&mut self, key: usize, args: &Args) {
+    /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE: the names given, or every name of the kind;
+    /// one confirmation each (or one with a null name when there are none).
+    pub(super) fn cmd_unsubscribe(&mut self, key: usize, args: &Args, kind: SubKind) {
         let resp3 = self.resp3(key);
-        for p in args.iter().skip(1) {
-            let held = self.resp_mut(key).subs.patterns.contains(p);
-            if self.refused_past_limit(key, held) {
-                continue;
-            }
-            let resp = &mut self.resp_mut(key).subs;
-            let pattern = Bytes::copy_from_slice(p);
-            let added = resp.patterns.insert(pattern.clone());
-            let count = resp.classic_count();
-            let mut v = Vec::with_capacity(p.len() + 32);
-            encode::sub_reply(&mut v, b"psubscribe", Some(p), count as i64, resp3);
-            if added {
-                self.add_pattern(key, &pattern, Bytes::from(v));
-            } else {
-                self.reply(key, &v);
-            }
-        }
-    }
-
-    pub(super) fn cmd_unsubscribe(&mut self, key: usize, args: &Args, ns: Ns) {
-        let resp3 = self.resp3(key);
-        let kind: &[u8] = if ns == Ns::Plain {
-            b"unsubscribe"
-        } else {
-            b"sunsubscribe"
-        };
+        let word = reply_word(kind, false);
         let who = self.conns[key].at(key);
         let names: Vec<Bytes> = if args.len() > 1 {
             args.iter().skip(1).map(Bytes::copy_from_slice).collect()
         } else {
-            let resp = &self.resp_mut(key).subs;
-            let set = if ns == Ns::Plain {
-                &resp.channels
-            } else {
-                &resp.schannels
-            };
-            set.iter().cloned().collect()
+            self.resp_mut(key).subs.set(kind).iter().cloned().collect()
         };
         if names.is_empty() {
-            let count = {
-                let resp = &self.resp_mut(key).subs;
-                if ns == Ns::Plain {
-                    resp.classic_count()
-                } else {
-                    resp.schannels.len()
-                }
-            };
-            self.reply_with(key, |b| {
-                encode::sub_reply(b, kind, None, count as i64, resp3)
-            });
+            let count = self.resp_mut(key).subs.count_for(kind) as i64;
+            self.reply_with(key, |b| encode::sub_reply(b, word, None, count, resp3));
             return;
         }
-        for ch in names {
-            let resp = &mut self.resp_mut(key).subs;
-            let set = if ns == Ns::Plain {
-                &mut resp.channels
-            } else {
-                &mut resp.schannels
-            };
-            let removed = set.remove(&ch);
-            let count = if ns == Ns::Plain {
-                resp.classic_count()
-            } else {
-                resp.schannels.len()
-            };
+        for name in names {
+            let subs = &mut self.resp_mut(key).subs;
+            let removed = subs.remove(kind, &name);
+            let count = subs.count_for(kind) as i64;
             if removed {
-                self.remove_subscription(who, ns, &ch);
+                self.unsubscribe_one(who, kind, &name);
             }
             self.reply_with(key, |b| {
-                encode::sub_reply(b, kind, Some(&ch), count as i64, resp3)
-            });
-        }
-    }
-
-    pub(super) fn cmd_punsubscribe(&mut self, key: usize, args: &Args) {
-        let resp3 = self.resp3(key);
-        let who = self.conns[key].at(key);
-        let names: Vec<Bytes> = if args.len() > 1 {
-            args.iter().skip(1).map(Bytes::copy_from_slice).collect()
-        } else {
-            self.resp_mut(key).subs.patterns.iter().cloned().collect()
-        };
-        if names.is_empty() {
-            let count = self.resp_mut(key).subs.classic_count();
-            self.reply_with(key, |b| {
-                encode::sub_reply(b, b"punsubscribe", None, count as i64, resp3)
-            });
-            return;
-        }
-        for p in names {
-            let resp = &mut self.resp_mut(key).subs;
-            let removed = resp.patterns.remove(&p);
-            let count = resp.classic_count();
-            if removed {
-                self.remove_pattern(who, &p);
-            }
-            self.reply_with(key, |b| {
-                encode::sub_reply(b, b"punsubscribe", Some(&p), count as i64, resp3)
+                encode::sub_reply(b, word, Some(&name), count, resp3)
             });
         }
     }
@@ -233,5 +143,17 @@ impl Shard {
                 self.subcommand_syntax_error(key, "pubsub", args.get(1).unwrap_or_default());
             }
         }
+    }
+}
+
+/// The first element of a (un)subscribe confirmation, as Redis names it.
+fn reply_word(kind: SubKind, subscribe: bool) -> &'static [u8] {
+    match (kind, subscribe) {
+        (SubKind::Channel, true) => b"subscribe",
+        (SubKind::Pattern, true) => b"psubscribe",
+        (SubKind::ShardChannel, true) => b"ssubscribe",
+        (SubKind::Channel, false) => b"unsubscribe",
+        (SubKind::Pattern, false) => b"punsubscribe",
+        (SubKind::ShardChannel, false) => b"sunsubscribe",
     }
 }

@@ -6,6 +6,7 @@ use corecast_proto::resp::Args;
 
 use super::super::Shard;
 use crate::msg::Ns;
+use crate::session::SubKind;
 
 /// One command corecast runs.
 pub(super) struct Command {
@@ -49,19 +50,23 @@ pub(super) static COMMANDS: &[Command] = &[
         s.cmd_publish(k, a, Ns::Shard)
     }),
     row("subscribe", 2, 0, true, |s, k, a| {
-        s.cmd_subscribe(k, a, Ns::Plain)
+        s.cmd_subscribe(k, a, SubKind::Channel)
     }),
     row("ssubscribe", 2, 0, true, |s, k, a| {
-        s.cmd_subscribe(k, a, Ns::Shard)
+        s.cmd_subscribe(k, a, SubKind::ShardChannel)
     }),
-    row("psubscribe", 2, 0, true, Shard::cmd_psubscribe),
+    row("psubscribe", 2, 0, true, |s, k, a| {
+        s.cmd_subscribe(k, a, SubKind::Pattern)
+    }),
     row("unsubscribe", 1, 0, true, |s, k, a| {
-        s.cmd_unsubscribe(k, a, Ns::Plain)
+        s.cmd_unsubscribe(k, a, SubKind::Channel)
     }),
     row("sunsubscribe", 1, 0, true, |s, k, a| {
-        s.cmd_unsubscribe(k, a, Ns::Shard)
+        s.cmd_unsubscribe(k, a, SubKind::ShardChannel)
     }),
-    row("punsubscribe", 1, 0, true, Shard::cmd_punsubscribe),
+    row("punsubscribe", 1, 0, true, |s, k, a| {
+        s.cmd_unsubscribe(k, a, SubKind::Pattern)
+    }),
     Command {
         container: true,
         ..row("pubsub", 2, 0, false, Shard::cmd_pubsub)
