@@ -19,17 +19,64 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
-/// hashbrown directly (std's HashMap is hashbrown, but without `get_key_value_mut`).
-type Map<V> = hashbrown::HashMap<Bytes, V, RandomState>;
+/// The channel tables are dense: entries sit in a vector and the hash table holds only
+/// their indexes (8 bytes a bucket), so a table sized for thousands of channels costs its
+/// entries' bytes, not a power-of-two array of 50-to-70-byte buckets of which half are
+/// empty (that was over 260 bytes per idle subscriber: docs/benchmarks.md).
+type Map<V> = indexmap::IndexMap<Bytes, V, RandomState>;
+
+/// Subscriber counts per shard: inline for up to two shards (no allocation per channel on
+/// the small hosts most deployments are), boxed beyond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardCounts {
+    /// One or two shards.
+    Inline([u32; 2]),
+    /// More.
+    Boxed(Box<[u32]>),
+}
+
+impl ShardCounts {
+    /// All zero, for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        if shards <= 2 {
+            Self::Inline([0; 2])
+        } else {
+            Self::Boxed(vec![0; shards].into_boxed_slice())
+        }
+    }
+}
+
+impl std::ops::Index<usize> for ShardCounts {
+    type Output = u32;
+    fn index(&self, shard: usize) -> &u32 {
+        match self {
+            Self::Inline(a) => &a[shard],
+            Self::Boxed(b) => &b[shard],
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for ShardCounts {
+    fn index_mut(&mut self, shard: usize) -> &mut u32 {
+        match self {
+            Self::Inline(a) => &mut a[shard],
+            Self::Boxed(b) => &mut b[shard],
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<ShardCounts>() == 16);
 
 /// Subscribers of one name on this shard; most channels have one, kept inline.
 #[derive(Debug)]
 pub enum Subscribers {
     /// Exactly one.
     One(ConnRef),
-    /// Two or more.
-    Many(Vec<ConnRef>),
+    /// Two or more (boxed: the entry stays 16 bytes).
+    Many(Box<Vec<ConnRef>>),
 }
+
+const _: () = assert!(std::mem::size_of::<Subscribers>() == 16);
 
 impl Subscribers {
     fn as_slice(&self) -> &[ConnRef] {
@@ -41,7 +88,7 @@ impl Subscribers {
 
     fn push(&mut self, who: ConnRef) {
         match self {
-            Self::One(c) => *self = Self::Many(vec![*c, who]),
+            Self::One(c) => *self = Self::Many(Box::new(vec![*c, who])),
             Self::Many(v) => v.push(who),
         }
     }
@@ -133,7 +180,7 @@ fn add_to(map: &mut Map<Subscribers>, name: &Bytes, who: ConnRef) -> usize {
 fn remove_from(map: &mut Map<Subscribers>, name: &[u8], who: ConnRef) -> Option<usize> {
     let left = map.get_mut(name)?.remove(who)?;
     if left == 0 {
-        map.remove(name);
+        map.swap_remove(name);
     }
     Some(left)
 }
@@ -143,7 +190,7 @@ pub struct OwnedChannel {
     /// Messages published so far (per-channel order; history and resume will use it).
     pub seq: u64,
     /// Subscribers per shard.
-    pub per_shard: Box<[u32]>,
+    pub per_shard: ShardCounts,
     /// Sum of `per_shard`.
     pub total: u32,
 }
@@ -173,7 +220,7 @@ impl Owned {
             let shards = self.shards;
             let c = map.entry(channel.clone()).or_insert_with(|| OwnedChannel {
                 seq: 0,
-                per_shard: vec![0; shards].into_boxed_slice(),
+                per_shard: ShardCounts::new(shards),
                 total: 0,
             });
             c.per_shard[shard] += delta as u32;
@@ -184,7 +231,7 @@ impl Owned {
             c.per_shard[shard] = c.per_shard[shard].saturating_sub(d);
             c.total = c.total.saturating_sub(d);
             if c.total == 0 {
-                map.remove(channel.as_ref());
+                map.swap_remove(channel.as_ref());
             }
         }
     }
@@ -192,7 +239,9 @@ impl Owned {
     /// The entry for a channel, if it has subscribers, with the stored name (shared with
     /// deliveries, so the name is kept once).
     pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<(&Bytes, &mut OwnedChannel)> {
-        self.channels[ns as usize].get_key_value_mut(channel)
+        self.channels[ns as usize]
+            .get_full_mut(channel)
+            .map(|(_, name, c)| (name, c))
     }
 
     /// Total subscribers of a channel.
@@ -223,7 +272,7 @@ pub struct PatternEntry {
     /// The glob pattern.
     pub pattern: Bytes,
     /// Subscribers per shard.
-    pub per_shard: Box<[u32]>,
+    pub per_shard: ShardCounts,
     /// Sum of `per_shard`.
     pub total: u32,
 }
@@ -258,7 +307,7 @@ impl Patterns {
                 e.per_shard[shard] = e.per_shard[shard].saturating_sub(d);
                 e.total = e.total.saturating_sub(d);
                 if e.total == 0 {
-                    self.index.remove(pattern.as_ref());
+                    self.index.swap_remove(pattern.as_ref());
                     self.entries.swap_remove(i);
                     if i < self.entries.len() {
                         let moved = self.entries[i].pattern.clone();
@@ -267,7 +316,7 @@ impl Patterns {
                 }
             }
         } else if delta > 0 {
-            let mut per_shard = vec![0; self.shards].into_boxed_slice();
+            let mut per_shard = ShardCounts::new(self.shards);
             per_shard[shard] = delta as u32;
             self.index.insert(pattern.clone(), self.entries.len());
             self.entries.push(PatternEntry {
@@ -306,6 +355,64 @@ mod tests {
         o.apply(Ns::Plain, &ch, 1, -1);
         o.apply(Ns::Plain, &ch, 0, -1);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn counts_are_inline_for_two_shards_and_boxed_beyond() {
+        assert!(matches!(ShardCounts::new(1), ShardCounts::Inline(_)));
+        assert!(matches!(ShardCounts::new(2), ShardCounts::Inline(_)));
+        let mut o = Owned::new(4, 0);
+        let ch = Bytes::from_static(b"wide");
+        for shard in 0..4 {
+            o.apply(Ns::Shard, &ch, shard, 1);
+        }
+        let (_, c) = o.get_mut(Ns::Shard, b"wide").unwrap();
+        assert!(matches!(c.per_shard, ShardCounts::Boxed(_)));
+        assert_eq!((c.per_shard[3], c.total), (1, 4));
+    }
+
+    #[test]
+    fn removal_keeps_the_other_channels_reachable() {
+        // Dense tables move the last entry into a removed one's place.
+        let mut l = Local::default();
+        let names: Vec<Bytes> = (0..50).map(|i| Bytes::from(format!("c{i}"))).collect();
+        for (i, n) in names.iter().enumerate() {
+            l.subscribe(
+                Ns::Plain,
+                n,
+                ConnRef {
+                    key: i as u32,
+                    gen: 1,
+                },
+            );
+        }
+        for (i, n) in names.iter().enumerate().step_by(2) {
+            assert_eq!(
+                l.unsubscribe(
+                    Ns::Plain,
+                    n,
+                    ConnRef {
+                        key: i as u32,
+                        gen: 1
+                    }
+                ),
+                Some(0)
+            );
+        }
+        for (i, n) in names.iter().enumerate() {
+            let subs = l.subscribers(Ns::Plain, n);
+            if i % 2 == 0 {
+                assert!(subs.is_empty());
+            } else {
+                assert_eq!(
+                    subs,
+                    &[ConnRef {
+                        key: i as u32,
+                        gen: 1
+                    }]
+                );
+            }
+        }
     }
 
     #[test]

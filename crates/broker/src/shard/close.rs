@@ -27,7 +27,7 @@ impl Shard {
         }
         conn.life = Life::Closing;
         conn.stalled = false;
-        conn.inbuf = Vec::new();
+        conn.inbuf.clear();
         conn.out.clear();
         if conn.counted {
             conn.counted = false;

@@ -133,16 +133,12 @@ impl Shard {
 
     /// Parses what `inbuf` holds.
     pub(super) fn process_inbuf(&mut self, key: usize) {
-        let buf = std::mem::take(&mut self.conns[key].inbuf);
+        let mut buf = self.conns[key].inbuf.take();
         let used = self.process(key, &buf);
-        let mut buf = buf;
         buf.drain(..used);
         if let Some(conn) = self.conns.get_mut(key) {
             if conn.life == Life::Open {
-                if buf.is_empty() && buf.capacity() > PAUSED_INPUT_BYTES {
-                    buf = Vec::new();
-                }
-                conn.inbuf = buf;
+                conn.inbuf.put(buf);
             }
         }
     }
