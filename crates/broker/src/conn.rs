@@ -21,6 +21,8 @@ pub enum Life {
 /// Bytes received but not yet parsed. Absent (8 bytes in `Conn`, no allocation) whenever
 /// nothing is buffered, which is the state of the idle connections that are most of a
 /// gateway's; an emptied buffer is freed rather than kept for reuse.
+// The box is the point: 8 bytes in every `Conn` instead of a 24-byte `Vec`.
+#[allow(clippy::box_collection)]
 #[derive(Debug, Default)]
 pub struct InBuf(Option<Box<Vec<u8>>>);
 

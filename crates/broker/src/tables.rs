@@ -73,6 +73,7 @@ pub enum Subscribers {
     /// Exactly one.
     One(ConnRef),
     /// Two or more (boxed: the entry stays 16 bytes).
+    #[allow(clippy::box_collection)]
     Many(Box<Vec<ConnRef>>),
 }
 
