@@ -13,7 +13,6 @@
 //! handle may outlive the driver (the memory is freed by whichever goes last) and never
 //! borrows it: a caller holds a `RecvBuf` while mutating its own state and calling the driver.
 
-use std::alloc::Layout;
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
@@ -28,7 +27,8 @@ use io_uring::IoUring;
 /// The buffers' memory and the ids given back by dropped [`RecvBuf`]s.
 struct BufMem {
     base: NonNull<u8>,
-    layout: Layout,
+    /// Bytes mapped at `base`.
+    len: usize,
     buf_size: usize,
     entries: u16,
     /// Ids whose handle was dropped, waiting to be republished. Pre-sized to `entries`: each
@@ -38,10 +38,10 @@ struct BufMem {
 
 impl Drop for BufMem {
     fn drop(&mut self) {
-        // SAFETY: `base` was allocated in `ProvidedBufs::new` with exactly `layout`, and this
+        // SAFETY: `base` was mapped in `ProvidedBufs::new` with exactly `len` bytes, and this
         // is the last reference to it (the `Rc` count reached zero, so no `RecvBuf` and no
         // driver remains; a driver whose ops might still write here leaks its reference).
-        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
@@ -141,14 +141,29 @@ impl ProvidedBufs {
         let total = (entries as usize)
             .checked_mul(buf_size)
             .ok_or_else(|| bad("recv_buffers × recv_buffer_size overflows"))?;
-        let layout = Layout::from_size_align(total, 4096)
-            .map_err(|_| bad("recv_buffers × recv_buffer_size is too large"))?;
-        // SAFETY: `layout` has a non-zero size (entries ≥ 1, buf_size ≥ 1).
-        let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
+        // An anonymous mapping rather than the allocator: its pages stay unbacked until the
+        // kernel first writes a receive into them (on this shard's behalf, so on its NUMA
+        // node), where an aligned zeroed allocation touched all of them at start-up.
+        // SAFETY: a fresh private anonymous mapping of `total` (non-zero) bytes at an address
+        // of the kernel's choosing; no existing memory is affected. Checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         let mem = Rc::new(BufMem {
             base,
-            layout,
+            len: total,
             buf_size,
             entries,
             returned: RefCell::new(Vec::with_capacity(entries as usize)),
