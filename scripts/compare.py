@@ -305,8 +305,16 @@ def table(rows, memory, idle_conns):
             continue
         if "latency" in name:
             p = {t: res[t]["latency_us"] for t in res}
-            cell = lambda t: f"p50 {p[t]['p50']/1000:.2f} ms, p99 {p[t]['p99']/1000:.2f} ms, p99.9 {p[t]['p999']/1000:.2f} ms"
-            ratio = lambda t: f"p99 {p['corecast']['p99'] / max(p[t]['p99'], 1):.2f}"
+            # A target with no samples could not keep the rate (the raw sender publishes one
+            # message to every subscriber before the next, and falls behind at high rates).
+            def cell(t):
+                if p[t]["count"] == 0:
+                    return f"no samples (published {res[t]['published_per_s']:.0f}/s)"
+                return f"p50 {p[t]['p50']/1000:.2f} ms, p99 {p[t]['p99']/1000:.2f} ms, p99.9 {p[t]['p999']/1000:.2f} ms"
+            def ratio(t):
+                if p[t]["count"] == 0 or p["corecast"]["count"] == 0:
+                    return "–"
+                return f"p99 {p['corecast']['p99'] / max(p[t]['p99'], 1):.2f}"
             lines.append(f"| {name} | " + " | ".join(cell(t) for t in TARGETS) + " | "
                          + " | ".join(ratio(t) for t in PEERS + ["raw"]) + " | |")
             continue

@@ -144,7 +144,7 @@ impl Shard {
     }
 
     /// Hands bytes to the connection's protocol; returns how many it consumed.
-    fn process(&mut self, key: usize, data: &[u8]) -> usize {
+    pub(super) fn process(&mut self, key: usize, data: &[u8]) -> usize {
         match self.conns[key].session.protocol() {
             Protocol::Resp => self.resp_process(key, data),
             Protocol::Http => self.http_process(key, data),

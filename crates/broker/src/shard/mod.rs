@@ -332,3 +332,54 @@ impl Shard {
             .filter(|c| c.gen == r.gen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Protocol;
+    use corecast_runtime::Mesh;
+
+    /// A one-shard shard on a real io_uring, with no listener: its methods can be driven
+    /// directly, without sockets.
+    fn shard() -> Shard {
+        let cfg = Arc::new(BrokerConfig {
+            recv_buffers: 16,
+            recv_buffer_size: 4096,
+            max_connections: 64,
+            ..BrokerConfig::default()
+        });
+        let endpoint = Mesh::build::<ShardMsg>(1, 16).pop().expect("one endpoint");
+        Shard::new(cfg, Arc::new(Shared::new(1)), endpoint, Vec::new()).expect("io_uring")
+    }
+
+    #[test]
+    fn a_client_paused_for_congestion_makes_the_shard_recheck_before_sleeping() {
+        let mut s = shard();
+        let key = s
+            .conns
+            .insert(Conn::new(-1, 1, Protocol::Resp.new_session(1)));
+        s.shared.congested.store(1, Ordering::SeqCst);
+        assert_eq!(s.process(key, b"PUBLISH news hi\r\n"), 0, "input waits");
+        assert!(s.conns[key].stalled);
+        // Before the fix only resume_stalled recorded a congestion pause: a client paused
+        // while parsing left the flag unset, and the shard slept a whole tick after the
+        // congestion ended.
+        assert!(s.congestion_paused);
+        s.shared.congested.store(0, Ordering::SeqCst);
+        s.resume_stalled();
+        assert!(!s.congestion_paused);
+    }
+
+    #[test]
+    fn a_backlog_pause_is_not_a_congestion_pause() {
+        let mut s = shard();
+        let key = s
+            .conns
+            .insert(Conn::new(-1, 1, Protocol::Resp.new_session(1)));
+        let cap = s.cfg.max_pending_bytes;
+        s.conns[key].out.reply(&vec![b'x'; cap + 1]);
+        assert_eq!(s.process(key, b"PING\r\n"), 0);
+        assert!(s.conns[key].stalled);
+        assert!(!s.congestion_paused);
+    }
+}
