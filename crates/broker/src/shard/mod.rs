@@ -12,8 +12,11 @@ mod close;
 mod events;
 mod fanout;
 mod http;
+mod inbox;
 mod input;
+mod interest;
 mod mesh;
+mod replies;
 mod resp;
 mod send;
 

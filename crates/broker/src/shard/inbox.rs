@@ -1,0 +1,115 @@
+//! Messages from other shards (and from this one to itself): the mesh side of a shard's
+//! turn, each message dispatched to the module that owns its job.
+
+use super::Shard;
+use crate::config::limits::DRAIN_BUDGET;
+use crate::delivery::Via;
+use crate::msg::{MessageView, ReplyValue, ShardMsg};
+
+impl Shard {
+    /// Sends a message to shard `to` (itself included), never blocking: a full ring queues it
+    /// in order behind earlier overflow and marks the mesh congested.
+    pub(super) fn send_to(&mut self, to: usize, msg: ShardMsg) {
+        if self.mesh.send(to, msg, &self.shared.congested) {
+            self.counters.ring_full += 1;
+        }
+    }
+
+    /// Handles this turn's messages from peers (a budget each) and from itself.
+    pub(super) fn drain_mesh(&mut self) {
+        for from in 0..self.shards {
+            if from == self.id {
+                continue;
+            }
+            for _ in 0..DRAIN_BUDGET {
+                let Some(msg) = self.mesh.pop(from) else {
+                    break;
+                };
+                self.handle_msg(from, msg);
+            }
+        }
+        while let Some(msg) = self.mesh.pop_local() {
+            self.handle_msg(self.id, msg);
+        }
+    }
+
+    fn handle_msg(&mut self, from: usize, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish {
+                ns,
+                channel,
+                payload,
+                ts_ns,
+                json,
+                reply,
+            } => {
+                let msg = MessageView {
+                    ns,
+                    channel: &channel,
+                    seq: 0,
+                    payload: &payload,
+                    ts_ns,
+                    json,
+                };
+                let n = self.fanout(msg, Some(&payload));
+                if let Some(pending) = reply {
+                    self.send_to(
+                        from,
+                        ShardMsg::Reply {
+                            pending,
+                            value: ReplyValue::Count(n),
+                        },
+                    );
+                }
+            }
+            ShardMsg::Deliver { msg } => self.deliver_here(msg.view(), Via::Channel),
+            ShardMsg::DeliverPattern { pattern, msg } => {
+                self.deliver_here(msg.view(), Via::Pattern(&pattern))
+            }
+            ShardMsg::SubDelta {
+                ns,
+                channel,
+                delta,
+                reply,
+            } => {
+                self.owned.apply(ns, &channel, from, delta);
+                if let Some(pending) = reply {
+                    self.send_to(
+                        from,
+                        ShardMsg::Reply {
+                            pending,
+                            value: ReplyValue::Ack,
+                        },
+                    );
+                }
+            }
+            ShardMsg::PatDelta {
+                pattern,
+                delta,
+                reply,
+            } => {
+                self.patterns.apply(&pattern, from, delta);
+                if let Some(pending) = reply {
+                    self.send_to(
+                        from,
+                        ShardMsg::Reply {
+                            pending,
+                            value: ReplyValue::Ack,
+                        },
+                    );
+                }
+            }
+            ShardMsg::Query { query, reply } => {
+                let value = self.answer(&query);
+                self.send_to(
+                    from,
+                    ShardMsg::Reply {
+                        pending: reply,
+                        value,
+                    },
+                );
+            }
+            ShardMsg::Reply { pending, value } => self.complete(pending, value),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Interest: registering a connection's subscriptions with this shard's tables, the
+//! channel's owner (exact per-shard counts) and, for patterns, every shard; and dropping
+//! them all when the connection closes or resets.
+
+use bytes::Bytes;
+
+use super::{PendingKind, Shard};
+use crate::msg::{Ns, ShardMsg};
+use crate::session::SubKind;
+use crate::tables::ConnRef;
+
+impl Shard {
+    /// Subscribes a connection to a channel. Returns the held slot's reply kind when the
+    /// owner is another shard: the confirmation waits until the owner knows.
+    pub(super) fn add_subscription(&mut self, key: usize, ns: Ns, channel: &Bytes, reply: Bytes) {
+        let who = self.conns[key].at(key);
+        self.local.subscribe(ns, channel, who);
+        self.counters.subscriptions += 1;
+        let owner = self.owner_of(channel);
+        if owner == self.id {
+            self.owned.apply(ns, channel, self.id, 1);
+            self.conns[key].out.push_frame(reply, 0);
+            self.mark_dirty(key);
+        } else {
+            let slot = self.hold(key, 1, PendingKind::Ready(reply));
+            self.send_to(
+                owner,
+                ShardMsg::SubDelta {
+                    ns,
+                    channel: channel.clone(),
+                    delta: 1,
+                    reply: Some(slot),
+                },
+            );
+        }
+    }
+
+    /// Removes a connection's subscription to a channel (the reply is the caller's).
+    pub(super) fn remove_subscription(&mut self, who: ConnRef, ns: Ns, channel: &Bytes) {
+        if self.local.unsubscribe(ns, channel, who).is_none() {
+            return;
+        }
+        self.counters.subscriptions -= 1;
+        let owner = self.owner_of(channel);
+        if owner == self.id {
+            // At once, as the +1 was: through the local inbox it landed a turn late, and a
+            // PUBLISH pipelined behind the UNSUBSCRIBE still counted the subscriber.
+            self.owned.apply(ns, channel, self.id, -1);
+            return;
+        }
+        self.send_to(
+            owner,
+            ShardMsg::SubDelta {
+                ns,
+                channel: channel.clone(),
+                delta: -1,
+                reply: None,
+            },
+        );
+    }
+
+    /// Subscribes a connection to a pattern; the confirmation waits for every shard.
+    pub(super) fn add_pattern(&mut self, key: usize, pattern: &Bytes, reply: Bytes) {
+        let who = self.conns[key].at(key);
+        self.local.psubscribe(pattern, who);
+        self.counters.subscriptions += 1;
+        self.patterns.apply(pattern, self.id, 1);
+        let slot = self.hold(key, (self.shards - 1) as u16, PendingKind::Ready(reply));
+        for s in 0..self.shards {
+            if s != self.id {
+                self.send_to(
+                    s,
+                    ShardMsg::PatDelta {
+                        pattern: pattern.clone(),
+                        delta: 1,
+                        reply: Some(slot),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes a pattern subscription.
+    pub(super) fn remove_pattern(&mut self, who: ConnRef, pattern: &Bytes) {
+        if self.local.punsubscribe(pattern, who).is_none() {
+            return;
+        }
+        self.counters.subscriptions -= 1;
+        self.patterns.apply(pattern, self.id, -1);
+        for s in 0..self.shards {
+            if s != self.id {
+                self.send_to(
+                    s,
+                    ShardMsg::PatDelta {
+                        pattern: pattern.clone(),
+                        delta: -1,
+                        reply: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Registers a new subscription of connection `key` (already in its session's set)
+    /// with the shard's tables and the shards that must know; `reply` is the protocol's
+    /// confirmation, sent once the subscription is active everywhere it matters.
+    pub(super) fn subscribe_one(&mut self, key: usize, kind: SubKind, name: &Bytes, reply: Bytes) {
+        match kind {
+            SubKind::Channel => self.add_subscription(key, Ns::Plain, name, reply),
+            SubKind::ShardChannel => self.add_subscription(key, Ns::Shard, name, reply),
+            SubKind::Pattern => self.add_pattern(key, name, reply),
+        }
+    }
+
+    /// Unregisters one subscription (already removed from the session's set).
+    pub(super) fn unsubscribe_one(&mut self, who: ConnRef, kind: SubKind, name: &Bytes) {
+        match kind {
+            SubKind::Channel => self.remove_subscription(who, Ns::Plain, name),
+            SubKind::ShardChannel => self.remove_subscription(who, Ns::Shard, name),
+            SubKind::Pattern => self.remove_pattern(who, name),
+        }
+    }
+
+    /// Drops every subscription of a connection (close, RESET).
+    pub(super) fn drop_subscriptions(&mut self, key: usize) {
+        let who = self.conns[key].at(key);
+        let state = self.conns[key].session.take_subscriptions();
+        for kind in [SubKind::Channel, SubKind::ShardChannel, SubKind::Pattern] {
+            for name in state.set(kind).iter() {
+                self.unsubscribe_one(who, kind, name);
+            }
+        }
+    }
+}
