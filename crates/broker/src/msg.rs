@@ -8,6 +8,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+/// A channel or pattern name: one allocation (refcounts and bytes together) shared by
+/// every table, set and message that holds the name, at 16 bytes a handle. `Bytes` was 32,
+/// and its first clone allocated a second, shared header.
+pub type Name = Arc<[u8]>;
+
 /// The two channel namespaces of the Redis protocol: PUBLISH/SUBSCRIBE and the sharded
 /// SPUBLISH/SSUBSCRIBE, which Redis keeps apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,7 +29,7 @@ pub struct Message {
     /// Namespace.
     pub ns: Ns,
     /// Channel name (the owner's copy, shared with its channel table).
-    pub channel: Bytes,
+    pub channel: Name,
     /// Position in the channel's order, assigned by the owner (1 for the first message the
     /// owner saw while the channel had subscribers; 0 when only patterns matched).
     pub seq: u64,
@@ -73,9 +78,9 @@ pub struct MessageView<'a> {
 #[derive(Debug)]
 pub enum Query {
     /// Subscriber counts of these channels.
-    NumSub(Ns, Vec<Bytes>),
+    NumSub(Ns, Vec<Name>),
     /// Active channels, optionally matching a glob pattern.
-    Channels(Ns, Option<Bytes>),
+    Channels(Ns, Option<Name>),
 }
 
 /// An answer to a request that carried a reply slot.
@@ -88,7 +93,7 @@ pub enum ReplyValue {
     /// Per-channel subscriber counts, in the order asked.
     Counts(Vec<i64>),
     /// Channel names.
-    Names(Vec<Bytes>),
+    Names(Vec<Name>),
 }
 
 /// One message on a ring between two shards.
@@ -101,7 +106,7 @@ pub enum ShardMsg {
         /// Namespace.
         ns: Ns,
         /// Channel name.
-        channel: Bytes,
+        channel: Name,
         /// Payload as published.
         payload: Bytes,
         /// When the publisher's shard parsed it (CLOCK_MONOTONIC ns).
@@ -119,7 +124,7 @@ pub enum ShardMsg {
     /// A message for the receiver's local subscribers of `pattern`.
     DeliverPattern {
         /// The pattern the subscribers used.
-        pattern: Bytes,
+        pattern: Name,
         /// The message.
         msg: Arc<Message>,
     },
@@ -128,7 +133,7 @@ pub enum ShardMsg {
         /// Namespace.
         ns: Ns,
         /// Channel name.
-        channel: Bytes,
+        channel: Name,
         /// +1 or -1.
         delta: i32,
         /// Pending slot to acknowledge once the owner has applied it.
@@ -137,7 +142,7 @@ pub enum ShardMsg {
     /// The sender's local subscriber count for a pattern changed (patterns live everywhere).
     PatDelta {
         /// The glob pattern.
-        pattern: Bytes,
+        pattern: Name,
         /// +1 or -1.
         delta: i32,
         /// Pending slot to acknowledge.

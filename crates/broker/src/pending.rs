@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::msg::ReplyValue;
+use crate::msg::{Name, ReplyValue};
 use crate::tables::ConnRef;
 
 /// What a held reply accumulates; the connection's protocol encodes it once complete.
@@ -19,9 +19,9 @@ pub enum PendingKind {
     /// Sum of subscriber counts (PUBLISH).
     Count(i64),
     /// PUBSUB NUMSUB / SHARDNUMSUB: the names asked and their summed counts.
-    NumSub(Vec<Bytes>, Vec<i64>),
+    NumSub(Vec<Name>, Vec<i64>),
     /// PUBSUB CHANNELS / SHARDCHANNELS.
-    Names(Vec<Bytes>),
+    Names(Vec<Name>),
 }
 
 impl PendingKind {
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn numsub_and_names_merge_answers() {
         let mut p = PendingReplies::default();
-        let names = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+        let names = vec![Name::from(&b"a"[..]), Name::from(&b"b"[..])];
         let s1 = p.insert(pending(2, PendingKind::NumSub(names.clone(), vec![0, 0])));
         let s2 = p.insert(pending(2, PendingKind::Names(Vec::new())));
         assert_ne!(s1, s2);
@@ -144,14 +144,14 @@ mod tests {
         assert_eq!(done.kind, PendingKind::NumSub(names, vec![3, 3]));
         assert!(done.kind.is_query());
         assert!(p
-            .complete(s2, ReplyValue::Names(vec![Bytes::from_static(b"x")]))
+            .complete(s2, ReplyValue::Names(vec![Name::from(&b"x"[..])]))
             .is_none());
         let done = p
-            .complete(s2, ReplyValue::Names(vec![Bytes::from_static(b"y")]))
+            .complete(s2, ReplyValue::Names(vec![Name::from(&b"y"[..])]))
             .unwrap();
         assert_eq!(
             done.kind,
-            PendingKind::Names(vec![Bytes::from_static(b"x"), Bytes::from_static(b"y")])
+            PendingKind::Names(vec![Name::from(&b"x"[..]), Name::from(&b"y"[..])])
         );
     }
 

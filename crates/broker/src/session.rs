@@ -4,12 +4,14 @@
 //! its module under `shard/`) without touching the connection or the send path.
 
 use bytes::Bytes;
+
+use crate::msg::Name;
 use corecast_proto::resp::Resume;
 
 pub use crate::subset::SubSet;
 
-// A RESP session fits an 80-byte malloc chunk (72 bytes plus glibc's 8-byte header).
-const _: () = assert!(std::mem::size_of::<RespSession>() <= 72);
+// A RESP session fits a 64-byte malloc chunk (56 bytes plus glibc's 8-byte header).
+const _: () = assert!(std::mem::size_of::<RespSession>() <= 56);
 
 /// Which front-end a listener (and so each of its connections) speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,7 @@ impl Subscriptions {
     }
 
     /// Adds a name; false if it was already there.
-    pub fn insert(&mut self, kind: SubKind, name: Bytes) -> bool {
+    pub fn insert(&mut self, kind: SubKind, name: Name) -> bool {
         self.set_mut(kind).insert(name)
     }
 

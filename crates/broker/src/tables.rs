@@ -5,8 +5,8 @@
 //! - `Patterns`: every shard's subscriber counts per pattern, replicated on every shard, since
 //!   any owner may publish a matching channel.
 
+use crate::msg::Name;
 use ahash::RandomState;
-use bytes::Bytes;
 
 use crate::msg::Ns;
 
@@ -23,7 +23,7 @@ pub struct ConnRef {
 /// their indexes (8 bytes a bucket), so a table sized for thousands of channels costs its
 /// entries' bytes, not a power-of-two array of 50-to-70-byte buckets of which half are
 /// empty (that was over 260 bytes per idle subscriber: docs/benchmarks.md).
-type Map<V> = indexmap::IndexMap<Bytes, V, RandomState>;
+type Map<V> = indexmap::IndexMap<Name, V, RandomState>;
 
 /// Subscriber counts per shard: inline for up to two shards (no allocation per channel on
 /// the small hosts most deployments are), boxed beyond.
@@ -131,7 +131,7 @@ impl Local {
     }
 
     /// Adds a subscriber; returns how many local subscribers the channel now has.
-    pub fn subscribe(&mut self, ns: Ns, channel: &Bytes, who: ConnRef) -> usize {
+    pub fn subscribe(&mut self, ns: Ns, channel: &Name, who: ConnRef) -> usize {
         add_to(&mut self.channels[ns as usize], channel, who)
     }
 
@@ -141,7 +141,7 @@ impl Local {
     }
 
     /// Adds a pattern subscriber; returns the local count.
-    pub fn psubscribe(&mut self, pattern: &Bytes, who: ConnRef) -> usize {
+    pub fn psubscribe(&mut self, pattern: &Name, who: ConnRef) -> usize {
         add_to(&mut self.patterns, pattern, who)
     }
 
@@ -165,7 +165,7 @@ impl Local {
     }
 }
 
-fn add_to(map: &mut Map<Subscribers>, name: &Bytes, who: ConnRef) -> usize {
+fn add_to(map: &mut Map<Subscribers>, name: &Name, who: ConnRef) -> usize {
     match map.get_mut(name.as_ref()) {
         Some(list) => {
             list.push(who);
@@ -215,7 +215,7 @@ impl Owned {
     }
 
     /// Applies a subscriber-count change from `shard`.
-    pub fn apply(&mut self, ns: Ns, channel: &Bytes, shard: usize, delta: i32) {
+    pub fn apply(&mut self, ns: Ns, channel: &Name, shard: usize, delta: i32) {
         let map = &mut self.channels[ns as usize];
         if delta > 0 {
             let shards = self.shards;
@@ -239,7 +239,7 @@ impl Owned {
 
     /// The entry for a channel, if it has subscribers, with the stored name (shared with
     /// deliveries, so the name is kept once).
-    pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<(&Bytes, &mut OwnedChannel)> {
+    pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<(&Name, &mut OwnedChannel)> {
         self.channels[ns as usize]
             .get_full_mut(channel)
             .map(|(_, name, c)| (name, c))
@@ -253,7 +253,7 @@ impl Owned {
     }
 
     /// Active channels in a namespace.
-    pub fn names(&self, ns: Ns) -> impl Iterator<Item = &Bytes> {
+    pub fn names(&self, ns: Ns) -> impl Iterator<Item = &Name> {
         self.channels[ns as usize].keys()
     }
 
@@ -271,7 +271,7 @@ impl Owned {
 /// One pattern's subscriber counts on every shard.
 pub struct PatternEntry {
     /// The glob pattern.
-    pub pattern: Bytes,
+    pub pattern: Name,
     /// Subscribers per shard.
     pub per_shard: ShardCounts,
     /// Sum of `per_shard`.
@@ -297,7 +297,7 @@ impl Patterns {
     }
 
     /// Applies a count change from `shard`.
-    pub fn apply(&mut self, pattern: &Bytes, shard: usize, delta: i32) {
+    pub fn apply(&mut self, pattern: &Name, shard: usize, delta: i32) {
         if let Some(&i) = self.index.get(pattern.as_ref()) {
             let e = &mut self.entries[i];
             if delta > 0 {
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn owned_counts_follow_deltas_and_forget_empty_channels() {
         let mut o = Owned::new(2, 16);
-        let ch = Bytes::from_static(b"news");
+        let ch = Name::from(&b"news"[..]);
         o.apply(Ns::Plain, &ch, 0, 1);
         o.apply(Ns::Plain, &ch, 1, 1);
         o.apply(Ns::Plain, &ch, 1, 1);
@@ -363,7 +363,7 @@ mod tests {
         assert!(matches!(ShardCounts::new(1), ShardCounts::Inline(_)));
         assert!(matches!(ShardCounts::new(2), ShardCounts::Inline(_)));
         let mut o = Owned::new(4, 0);
-        let ch = Bytes::from_static(b"wide");
+        let ch = Name::from(&b"wide"[..]);
         for shard in 0..4 {
             o.apply(Ns::Shard, &ch, shard, 1);
         }
@@ -376,7 +376,9 @@ mod tests {
     fn removal_keeps_the_other_channels_reachable() {
         // Dense tables move the last entry into a removed one's place.
         let mut l = Local::default();
-        let names: Vec<Bytes> = (0..50).map(|i| Bytes::from(format!("c{i}"))).collect();
+        let names: Vec<Name> = (0..50)
+            .map(|i| Name::from(format!("c{i}").as_bytes()))
+            .collect();
         for (i, n) in names.iter().enumerate() {
             l.subscribe(
                 Ns::Plain,
@@ -419,8 +421,8 @@ mod tests {
     #[test]
     fn patterns_keep_a_dense_index() {
         let mut p = Patterns::new(2);
-        let a = Bytes::from_static(b"a*");
-        let b = Bytes::from_static(b"b*");
+        let a = Name::from(&b"a*"[..]);
+        let b = Name::from(&b"b*"[..]);
         p.apply(&a, 0, 1);
         p.apply(&b, 1, 1);
         p.apply(&a, 0, -1);
@@ -433,7 +435,7 @@ mod tests {
     #[test]
     fn local_lists_drop_empty_channels() {
         let mut l = Local::default();
-        let ch = Bytes::from_static(b"x");
+        let ch = Name::from(&b"x"[..]);
         let c = ConnRef { key: 1, gen: 1 };
         assert_eq!(l.subscribe(Ns::Plain, &ch, c), 1);
         assert_eq!(l.unsubscribe(Ns::Plain, b"x", c), Some(0));

@@ -8,7 +8,7 @@ use corecast_proto::glob::glob_match;
 
 use super::{PendingKind, Shard};
 use crate::delivery::{FrameCache, Via};
-use crate::msg::{Message, MessageView, Ns, ShardMsg};
+use crate::msg::{Message, MessageView, Name, Ns, ShardMsg};
 
 /// FNV-1a: a fixed hash so every shard (and every restart) agrees on channel owners.
 pub fn channel_hash(name: &[u8]) -> u64 {
@@ -57,14 +57,12 @@ impl Shard {
         }
         // The message as other shards get it: made on first need, then shared.
         let mut shared: Option<Arc<Message>> = None;
-        let mut share = |msg: &MessageView<'_>, name: Option<&Bytes>| {
+        let mut share = |msg: &MessageView<'_>, name: Option<&Name>| {
             shared
                 .get_or_insert_with(|| {
                     Arc::new(Message {
                         ns: msg.ns,
-                        channel: name
-                            .cloned()
-                            .unwrap_or_else(|| Bytes::copy_from_slice(msg.channel)),
+                        channel: name.cloned().unwrap_or_else(|| Name::from(msg.channel)),
                         seq: msg.seq,
                         payload: payload
                             .cloned()
@@ -129,7 +127,7 @@ impl Shard {
             owner,
             ShardMsg::Publish {
                 ns: msg.ns,
-                channel: Bytes::copy_from_slice(msg.channel),
+                channel: Name::from(msg.channel),
                 payload: Bytes::copy_from_slice(msg.payload),
                 ts_ns: msg.ts_ns,
                 json: msg.json,

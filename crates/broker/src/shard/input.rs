@@ -55,6 +55,13 @@ impl Shard {
                     "peer closed; running its paused input"
                 );
                 c.peer_eof = true;
+            } else if c.life == Life::Open && !c.out.is_empty() {
+                // Replies to what the client sent are still queued, or wait for another
+                // shard (a PUBLISH's count): send them, then close. A client that closed
+                // only its sending side reads them; one that is gone fails the send.
+                tracing::debug!(shard = self.id, key, "peer closed; flushing its replies");
+                c.life = Life::CloseAfterFlush;
+                self.mark_dirty(key);
             } else {
                 tracing::debug!(shard = self.id, key, "peer closed");
                 self.begin_close(key);

@@ -5,14 +5,14 @@
 use bytes::Bytes;
 
 use super::{PendingKind, Shard};
-use crate::msg::{Ns, ShardMsg};
+use crate::msg::{Name, Ns, ShardMsg};
 use crate::session::SubKind;
 use crate::tables::ConnRef;
 
 impl Shard {
     /// Subscribes a connection to a channel. Returns the held slot's reply kind when the
     /// owner is another shard: the confirmation waits until the owner knows.
-    pub(super) fn add_subscription(&mut self, key: usize, ns: Ns, channel: &Bytes, reply: Bytes) {
+    pub(super) fn add_subscription(&mut self, key: usize, ns: Ns, channel: &Name, reply: Bytes) {
         let who = self.conns[key].at(key);
         self.local.subscribe(ns, channel, who);
         self.counters.subscriptions += 1;
@@ -36,7 +36,7 @@ impl Shard {
     }
 
     /// Removes a connection's subscription to a channel (the reply is the caller's).
-    pub(super) fn remove_subscription(&mut self, who: ConnRef, ns: Ns, channel: &Bytes) {
+    pub(super) fn remove_subscription(&mut self, who: ConnRef, ns: Ns, channel: &Name) {
         if self.local.unsubscribe(ns, channel, who).is_none() {
             return;
         }
@@ -60,7 +60,7 @@ impl Shard {
     }
 
     /// Subscribes a connection to a pattern; the confirmation waits for every shard.
-    pub(super) fn add_pattern(&mut self, key: usize, pattern: &Bytes, reply: Bytes) {
+    pub(super) fn add_pattern(&mut self, key: usize, pattern: &Name, reply: Bytes) {
         let who = self.conns[key].at(key);
         self.local.psubscribe(pattern, who);
         self.counters.subscriptions += 1;
@@ -81,7 +81,7 @@ impl Shard {
     }
 
     /// Removes a pattern subscription.
-    pub(super) fn remove_pattern(&mut self, who: ConnRef, pattern: &Bytes) {
+    pub(super) fn remove_pattern(&mut self, who: ConnRef, pattern: &Name) {
         if self.local.punsubscribe(pattern, who).is_none() {
             return;
         }
@@ -104,7 +104,7 @@ impl Shard {
     /// Registers a new subscription of connection `key` (already in its session's set)
     /// with the shard's tables and the shards that must know; `reply` is the protocol's
     /// confirmation, sent once the subscription is active everywhere it matters.
-    pub(super) fn subscribe_one(&mut self, key: usize, kind: SubKind, name: &Bytes, reply: Bytes) {
+    pub(super) fn subscribe_one(&mut self, key: usize, kind: SubKind, name: &Name, reply: Bytes) {
         match kind {
             SubKind::Channel => self.add_subscription(key, Ns::Plain, name, reply),
             SubKind::ShardChannel => self.add_subscription(key, Ns::Shard, name, reply),
@@ -113,7 +113,7 @@ impl Shard {
     }
 
     /// Unregisters one subscription (already removed from the session's set).
-    pub(super) fn unsubscribe_one(&mut self, who: ConnRef, kind: SubKind, name: &Bytes) {
+    pub(super) fn unsubscribe_one(&mut self, who: ConnRef, kind: SubKind, name: &Name) {
         match kind {
             SubKind::Channel => self.remove_subscription(who, Ns::Plain, name),
             SubKind::ShardChannel => self.remove_subscription(who, Ns::Shard, name),

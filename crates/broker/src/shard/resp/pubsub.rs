@@ -5,7 +5,7 @@ use corecast_proto::resp::{encode, Args};
 
 use super::super::{PendingKind, Shard};
 use super::errors::lower;
-use crate::msg::{MessageView, Ns, Query};
+use crate::msg::{MessageView, Name, Ns, Query};
 use crate::session::SubKind;
 
 /// Redis 7's `PUBSUB HELP`, line for line.
@@ -38,7 +38,7 @@ impl Shard {
                 continue;
             }
             let subs = &mut self.resp_mut(key).subs;
-            let name = Bytes::copy_from_slice(name);
+            let name = Name::from(name);
             let added = subs.insert(kind, name.clone());
             let count = subs.count_for(kind) as i64;
             let mut v = Vec::with_capacity(name.len() + 32);
@@ -57,8 +57,8 @@ impl Shard {
         let resp3 = self.resp3(key);
         let word = reply_word(kind, false);
         let who = self.conns[key].at(key);
-        let names: Vec<Bytes> = if args.len() > 1 {
-            args.iter().skip(1).map(Bytes::copy_from_slice).collect()
+        let names: Vec<Name> = if args.len() > 1 {
+            args.iter().skip(1).map(Name::from).collect()
         } else {
             self.resp_mut(key).subs.set(kind).iter().cloned().collect()
         };
@@ -106,7 +106,7 @@ impl Shard {
                 } else {
                     Ns::Shard
                 };
-                let pattern = args.get(2).map(Bytes::copy_from_slice);
+                let pattern = args.get(2).map(Name::from);
                 self.ask_all(
                     key,
                     Query::Channels(ns, pattern),
@@ -119,7 +119,7 @@ impl Shard {
                 } else {
                     Ns::Shard
                 };
-                let names: Vec<Bytes> = args.iter().skip(2).map(Bytes::copy_from_slice).collect();
+                let names: Vec<Name> = args.iter().skip(2).map(Name::from).collect();
                 let zeros = vec![0; names.len()];
                 self.ask_all(
                     key,
