@@ -12,7 +12,8 @@ Usage: scripts/compare.py [--duration 3] [--repeat 3] [--out FILE.md] [--svg FIL
 
 --baseline runs a second corecast binary (an earlier build) as one more target,
 "corecast-before", interleaved with the others, so a change is measured before and after in
-the same rounds of the same noisy machine.
+the same rounds of the same noisy machine. --corecast-args "--recv-buffers 128" passes options
+to this build's corecast only (with --baseline naming the same binary: an A/B of a default).
 
 --repeat N runs every scenario N times, the targets taking turns within each round (so a noisy
 stretch of the machine hits all of them), and reports two tables from the same runs: each
@@ -82,14 +83,19 @@ TARGETS = PEERS + ["corecast", "raw"]
 PROTO_ARGS = {"redis-server": [], "nats-server": ["--proto", "nats"], "corecast": []}
 
 
-def start_corecast(binary, pin):
+def start_corecast(binary, pin, extra=()):
     cp, hp = free_port(), free_port()
     proc = subprocess.Popen(
         pin + [binary, "--shards", "1",
                "--resp-listen", f"127.0.0.1:{cp}", "--http-listen", f"127.0.0.1:{hp}",
-               "--max-connections", "19000", "--log", "warn"],
+               "--max-connections", "19000", "--log", "warn"] + list(extra),
         stdout=subprocess.DEVNULL)
     return proc, cp
+
+
+# Extra options for this build's corecast (--corecast-args), e.g. to A/B a default against
+# --baseline pointing at the same binary.
+CORECAST_ARGS = []
 
 
 def start_brokers(cpu, baseline=None):
@@ -105,7 +111,7 @@ def start_brokers(cpu, baseline=None):
     brokers = {"redis-server": (redis, rp), "nats-server": (nats, np_)}
     if baseline:
         brokers["corecast-before"] = start_corecast(baseline, pin)
-    brokers["corecast"] = start_corecast(os.path.join(BIN, "corecast"), pin)
+    brokers["corecast"] = start_corecast(os.path.join(BIN, "corecast"), pin, CORECAST_ARGS)
     for _, port in brokers.values():
         wait_port(port)
     return brokers
@@ -214,7 +220,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per scenario and target; each target's median and best runs are reported")
     ap.add_argument("--baseline", help="another corecast binary to run beside this build")
+    ap.add_argument("--corecast-args", default="",
+                    help="extra options for this build's corecast (space-separated)")
     a = ap.parse_args()
+    CORECAST_ARGS.extend(a.corecast_args.split())
     if a.baseline:
         PEERS.append("corecast-before")
         TARGETS.insert(TARGETS.index("corecast"), "corecast-before")
@@ -239,28 +248,41 @@ def main():
             raw_json[name] = {t: pick_run(v, "latency" in name) for t, v in runs.items()}
             print(f"done: {name}", file=sys.stderr)
         memory = {}
+        slope = {}
         if not a.skip_memory:
-            # Fresh processes: what the throughput runs left in the allocators is not per-connection.
-            for proc, _ in brokers.values():
-                proc.terminate()
-                proc.wait(timeout=10)
-            brokers = start_brokers(a.broker_cpu, a.baseline)
-            time.sleep(0.5)
-            for target, (proc, port) in brokers.items():
-                before = rss_kb(proc.pid)
-                holder = subprocess.Popen(
-                    ["taskset", "-c", str(a.load_cpu), os.path.join(BIN, "corecast-bench"),
-                     "--target", f"127.0.0.1:{port}", "--idle-conns", str(a.idle_conns), "--hold-s", "4"]
-                    + PROTO_ARGS[target],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                # The holder says "holding" once every connection's SUBSCRIBE is confirmed.
-                for line in holder.stderr:
-                    if line.startswith("holding"):
-                        break
+            # Two counts, each on fresh processes (what the throughput runs left in the
+            # allocators is not per-connection): the figure at the larger count, as before,
+            # and the slope between them, which is what one more connection costs without the
+            # memory a shard touches once (receive buffers, table indexes) spread over N.
+            counts = [max(a.idle_conns // 3, 1), a.idle_conns]
+            growth = {}
+            for n in counts:
+                for proc, _ in brokers.values():
+                    proc.terminate()
+                    proc.wait(timeout=10)
+                brokers = start_brokers(a.broker_cpu, a.baseline)
                 time.sleep(0.5)
-                after = rss_kb(proc.pid)
-                holder.wait(timeout=120)
-                memory[target] = (after - before) * 1024 / a.idle_conns
+                for target, (proc, port) in brokers.items():
+                    before = rss_kb(proc.pid)
+                    holder = subprocess.Popen(
+                        ["taskset", "-c", str(a.load_cpu), os.path.join(BIN, "corecast-bench"),
+                         "--target", f"127.0.0.1:{port}", "--idle-conns", str(n), "--hold-s", "4"]
+                        + PROTO_ARGS[target],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    # The holder says "holding" once every connection's SUBSCRIBE is confirmed.
+                    for line in holder.stderr:
+                        if line.startswith("holding"):
+                            break
+                    time.sleep(0.5)
+                    after = rss_kb(proc.pid)
+                    holder.wait(timeout=120)
+                    growth[(target, n)] = (after - before) * 1024
+            for target in brokers:
+                memory[target] = growth[(target, counts[1])] / counts[1]
+                slope[target] = ((growth[(target, counts[1])] - growth[(target, counts[0])])
+                                 / (counts[1] - counts[0]))
+            memory["_slope"] = slope
+            memory["_counts"] = counts
     finally:
         for proc, _ in brokers.values():
             proc.terminate()
@@ -327,9 +349,13 @@ def table(rows, memory, idle_conns):
                      + " | ".join(f"{d['corecast'] / d[t]:.2f}" if d[t] else "–" for t in PEERS + ["raw"])
                      + f" | {eff_cell} |" + ("" if lost == 0 else f" (lost {lost})"))
     if memory:
+        slope, counts = memory["_slope"], memory["_counts"]
         lines.append(f"| RSS growth per idle subscribed connection ({idle_conns}) | "
                      + " | ".join(f"{memory[t]:.0f} B" if t in memory else "–" for t in TARGETS) + " | "
                      + " | ".join(f"{memory['corecast'] / max(memory[t], 1):.2f}" for t in PEERS) + " | – | |")
+        lines.append(f"| per connection: slope from {counts[0]} to {counts[1]} | "
+                     + " | ".join(f"{slope[t]:.0f} B" if t in slope else "–" for t in TARGETS) + " | "
+                     + " | ".join(f"{slope['corecast'] / max(slope[t], 1):.2f}" for t in PEERS) + " | – | |")
     return lines
 
 

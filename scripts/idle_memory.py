@@ -22,31 +22,13 @@ arguments after `--` go to corecast (e.g. `-- --recv-buffers 16`).
 """
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import free_port, wait_port  # noqa: E402
 
 
 def status(pid):

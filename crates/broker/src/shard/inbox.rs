@@ -73,15 +73,7 @@ impl Shard {
                 reply,
             } => {
                 self.owned.apply(ns, &channel, from, delta);
-                if let Some(pending) = reply {
-                    self.send_to(
-                        from,
-                        ShardMsg::Reply {
-                            pending,
-                            value: ReplyValue::Ack,
-                        },
-                    );
-                }
+                self.ack(from, reply);
             }
             ShardMsg::PatDelta {
                 pattern,
@@ -89,15 +81,7 @@ impl Shard {
                 reply,
             } => {
                 self.patterns.apply(&pattern, from, delta);
-                if let Some(pending) = reply {
-                    self.send_to(
-                        from,
-                        ShardMsg::Reply {
-                            pending,
-                            value: ReplyValue::Ack,
-                        },
-                    );
-                }
+                self.ack(from, reply);
             }
             ShardMsg::Query { query, reply } => {
                 let value = self.answer(&query);
@@ -110,6 +94,19 @@ impl Shard {
                 );
             }
             ShardMsg::Reply { pending, value } => self.complete(pending, value),
+        }
+    }
+
+    /// Acknowledges an interest change to the shard that asked, if it holds a reply for it.
+    fn ack(&mut self, to: usize, reply: Option<u32>) {
+        if let Some(pending) = reply {
+            self.send_to(
+                to,
+                ShardMsg::Reply {
+                    pending,
+                    value: ReplyValue::Ack,
+                },
+            );
         }
     }
 }

@@ -78,16 +78,9 @@ impl Shard {
                 }
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
-                let name = args.get(i + 1).unwrap_or_default();
-                if !valid_client_name(name) {
-                    self.reply_error(
-                        key,
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
+                if !self.set_client_name(key, args.get(i + 1).unwrap_or_default()) {
                     return;
                 }
-                self.resp_mut(key).name =
-                    (!name.is_empty()).then(|| Box::new(Bytes::copy_from_slice(name)));
                 i += 2;
             } else {
                 let mut m = b"ERR Syntax error in HELLO option '".to_vec();
@@ -126,21 +119,28 @@ impl Shard {
         });
     }
 
+    /// Sets (or, with an empty name, clears) the client name as CLIENT SETNAME and HELLO
+    /// SETNAME do; a name Redis would refuse gets its error and false.
+    fn set_client_name(&mut self, key: usize, name: &[u8]) -> bool {
+        if !valid_client_name(name) {
+            self.reply_error(
+                key,
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            );
+            return false;
+        }
+        self.resp_mut(key).name =
+            (!name.is_empty()).then(|| Box::new(Bytes::copy_from_slice(name)));
+        true
+    }
+
     pub(super) fn cmd_client(&mut self, key: usize, args: &Args) {
         let sub = lower(args.get(1).unwrap_or_default());
         match (sub.as_str(), args.len()) {
             ("setname", 3) => {
-                let name = args.get(2).unwrap_or_default();
-                if !valid_client_name(name) {
-                    self.reply_error(
-                        key,
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
-                    return;
+                if self.set_client_name(key, args.get(2).unwrap_or_default()) {
+                    self.reply(key, b"+OK\r\n");
                 }
-                self.resp_mut(key).name =
-                    (!name.is_empty()).then(|| Box::new(Bytes::copy_from_slice(name)));
-                self.reply(key, b"+OK\r\n");
             }
             ("getname", 2) => match self.resp_mut(key).name.clone() {
                 Some(n) => self.reply_with(key, |b| encode::bulk(b, &n)),
