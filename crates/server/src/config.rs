@@ -55,6 +55,9 @@ pub struct Cli {
     /// Bytes in one SENDMSG batch [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_send_batch_bytes: Option<usize>,
+    /// Sends submitted per loop turn, 0 for no limit [default: 64].
+    #[arg(long)]
+    pub max_sends_per_turn: Option<usize>,
     /// PUBLISH commands of one connection awaiting a remote shard before its input pauses [default: 1024].
     #[arg(long)]
     pub max_inflight_publishes: Option<usize>,
@@ -95,6 +98,7 @@ pub struct FileConfig {
     max_unparsed_bytes: Option<usize>,
     ring_capacity: Option<usize>,
     max_send_batch_bytes: Option<usize>,
+    max_sends_per_turn: Option<usize>,
     max_inflight_publishes: Option<usize>,
     max_subscriptions: Option<usize>,
     recv_buffers: Option<u16>,
@@ -201,6 +205,10 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .max_send_batch_bytes
             .or(file.max_send_batch_bytes)
             .unwrap_or(d.max_send_batch_bytes),
+        max_sends_per_turn: cli
+            .max_sends_per_turn
+            .or(file.max_sends_per_turn)
+            .unwrap_or(d.max_sends_per_turn),
         max_inflight_publishes: cli
             .max_inflight_publishes
             .or(file.max_inflight_publishes)

@@ -345,11 +345,15 @@ mod tests {
     /// A one-shard shard on a real io_uring, with no listener: its methods can be driven
     /// directly, without sockets.
     fn shard() -> Shard {
+        shard_with(BrokerConfig::default())
+    }
+
+    fn shard_with(cfg: BrokerConfig) -> Shard {
         let cfg = Arc::new(BrokerConfig {
             recv_buffers: 16,
             recv_buffer_size: 4096,
             max_connections: 64,
-            ..BrokerConfig::default()
+            ..cfg
         });
         let endpoint = Mesh::build::<ShardMsg>(1, 16).pop().expect("one endpoint");
         Shard::new(cfg, Arc::new(Shared::new(1)), endpoint, Vec::new()).expect("io_uring")
@@ -384,5 +388,36 @@ mod tests {
         assert_eq!(s.process(key, b"PING\r\n"), 0);
         assert!(s.conns[key].stalled);
         assert!(!s.congestion_paused);
+    }
+
+    #[test]
+    fn a_turn_submits_at_most_the_cap_and_the_rest_go_first_next_turn() {
+        let mut s = shard_with(BrokerConfig {
+            max_sends_per_turn: 2,
+            ..BrokerConfig::default()
+        });
+        let keys: Vec<usize> = (0..3)
+            .map(|_| {
+                s.conns
+                    .insert(Conn::new(-1, 1, Protocol::Resp.new_session(1)))
+            })
+            .collect();
+        for &k in &keys {
+            s.conns[k].out.reply(b"+OK\r\n");
+            s.mark_dirty(k);
+        }
+        s.flush_sends();
+        let in_flight: Vec<bool> = keys.iter().map(|&k| s.conns[k].send_inflight).collect();
+        assert_eq!(in_flight, [true, true, false]);
+        // A connection made dirty after the cut queues behind the one left over.
+        let late = s
+            .conns
+            .insert(Conn::new(-1, 1, Protocol::Resp.new_session(1)));
+        s.conns[late].out.reply(b"+OK\r\n");
+        s.mark_dirty(late);
+        assert_eq!(s.dirty, [keys[2] as u32, late as u32]);
+        s.flush_sends();
+        assert!(s.conns[keys[2]].send_inflight && s.conns[late].send_inflight);
+        assert!(s.dirty.is_empty());
     }
 }

@@ -15,8 +15,14 @@ impl Shard {
         }
         // A fresh reading: publishes parsed during this turn are stamped after its start.
         self.now_ns = corecast_runtime::clock::now_ns();
-        let dirty = std::mem::take(&mut self.dirty);
+        let cap = self.cfg.max_sends_per_turn;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let (mut done, mut sent) = (0, 0);
         for &key in &dirty {
+            if cap != 0 && sent >= cap {
+                break;
+            }
+            done += 1;
             let key = key as usize;
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -26,12 +32,12 @@ impl Shard {
                 continue;
             }
             self.submit_send(key);
+            sent += 1;
         }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
+        // Connections past the cap go first next turn, ahead of any made dirty meanwhile.
+        dirty.drain(..done);
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
     }
 
     /// One send for the connection: its front frame alone with SEND_ZC when it is large
