@@ -144,21 +144,7 @@ impl ProvidedBufs {
         // An anonymous mapping rather than the allocator: its pages stay unbacked until the
         // kernel first writes a receive into them (on this shard's behalf, so on its NUMA
         // node), where an aligned zeroed allocation touched all of them at start-up.
-        // SAFETY: a fresh private anonymous mapping of `total` (non-zero) bytes at an address
-        // of the kernel's choosing; no existing memory is affected. Checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let ptr = map_anonymous(total)?;
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         let mem = Rc::new(BufMem {
@@ -170,21 +156,7 @@ impl ProvidedBufs {
         });
 
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
-        // SAFETY: an anonymous private mapping of `ring_bytes` bytes at an address of the
-        // kernel's choosing; no existing memory is affected. Checked for MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let ptr = map_anonymous(ring_bytes)?;
         let mut me = Self {
             ring: NonNull::new(ptr.cast()).expect("mmap never returns null on success"),
             ring_bytes,
@@ -303,4 +275,25 @@ impl Drop for ProvidedBufs {
         // flight (otherwise it calls `leak` and we returned above).
         unsafe { libc::munmap(self.ring.as_ptr().cast(), self.ring_bytes) };
     }
+}
+
+/// A fresh private anonymous read-write mapping of `len` (non-zero) bytes: page aligned,
+/// zero, and backed by no memory until first written.
+fn map_anonymous(len: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a new mapping at an address of the kernel's choosing; no existing memory is
+    // affected. The caller owns it and unmaps it with the same length.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr)
 }
