@@ -64,7 +64,7 @@ pub struct Cli {
     /// Channels + patterns + shard channels one connection may subscribe to [default: 65536].
     #[arg(long)]
     pub max_subscriptions: Option<usize>,
-    /// Provided receive buffers per shard, a power of two [default: 512].
+    /// Provided receive buffers per shard, a power of two [default: 256].
     #[arg(long)]
     pub recv_buffers: Option<u16>,
     /// Size of each receive buffer [default: 16384].
