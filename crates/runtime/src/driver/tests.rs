@@ -64,12 +64,17 @@ fn pump<K: AsRef<[u8]>>(d: &mut Driver<K>, out: &mut Vec<Event>, done: impl Fn(&
             Instant::now() < deadline,
             "timed out; events so far: {out:?}"
         );
-        d.enter_timeout(1, Duration::from_millis(50)).unwrap();
-        // Lets the test's other thread run under valgrind, whose scheduler does not
-        // release a thread waiting in io_uring_enter.
-        std::thread::yield_now();
-        d.reap(out);
+        step(d, out);
     }
+}
+
+/// One wait of at most 50 ms for a completion, then a reap into `out`.
+fn step<K: AsRef<[u8]>>(d: &mut Driver<K>, out: &mut Vec<Event>) {
+    d.enter_timeout(1, Duration::from_millis(50)).unwrap();
+    // Lets the test's other thread run under valgrind, whose scheduler does not release a
+    // thread waiting in io_uring_enter.
+    std::thread::yield_now();
+    d.reap(out);
 }
 
 /// Writes with MSG_DONTWAIT until the socket's send buffer is full.
@@ -142,11 +147,7 @@ fn accept_and_multishot_recv_deliver_everything_through_recycled_buffers() {
             "timed out at {} bytes",
             received.len()
         );
-        d.enter_timeout(1, Duration::from_millis(50)).unwrap();
-        // Lets the test's other thread run under valgrind, whose scheduler does not
-        // release a thread waiting in io_uring_enter.
-        std::thread::yield_now();
-        d.reap(&mut events);
+        step(&mut d, &mut events);
         for ev in events.drain(..) {
             let Event::Completion(c) = ev else {
                 panic!("unexpected {ev:?}")
@@ -302,11 +303,7 @@ fn send_zc_delivers_and_releases_its_buffer_only_at_the_notification() {
             d.in_flight(),
             reader.is_finished()
         );
-        d.enter_timeout(1, Duration::from_millis(50)).unwrap();
-        // Lets the test's other thread run under valgrind, whose scheduler does not
-        // release a thread waiting in io_uring_enter.
-        std::thread::yield_now();
-        d.reap(&mut events);
+        step(&mut d, &mut events);
         for ev in events.drain(..) {
             let Event::Completion(c) = ev else {
                 panic!("unexpected {ev:?}")
@@ -413,11 +410,7 @@ fn a_wake_from_another_thread_ends_enter_and_is_swallowed() {
     assert_eq!(events, 0, "the wake-up CQE is not reported to the caller");
     assert_eq!(wakes, 1);
     let mut events = Vec::new();
-    d.enter_timeout(1, Duration::from_millis(50)).unwrap();
-    // Lets the test's other thread run under valgrind, whose scheduler does not
-    // release a thread waiting in io_uring_enter.
-    std::thread::yield_now();
-    d.reap(&mut events);
+    step(&mut d, &mut events);
     assert!(
         events.is_empty(),
         "a delivered wake-up is silent: {events:?}"
