@@ -63,8 +63,7 @@ pub fn build_frame(format: Format, msg: &MessageView<'_>, via: Via<'_>, out: &mu
                 }
             }
             if format == Format::Resp3 {
-                // A RESP3 push is the RESP2 array with `>` for `*`.
-                out[start] = b'>';
+                encode::into_resp3_push(&mut out[start..]);
             }
         }
     }

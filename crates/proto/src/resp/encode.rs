@@ -72,14 +72,14 @@ pub fn push_header(out: &mut Vec<u8>, n: usize, resp3: bool) {
     aggregate_header(out, if resp3 { b'>' } else { b'*' }, n);
 }
 
-/// A `message`, `pmessage` or `smessage` frame as a RESP3 client gets it: the same bytes with
-/// the push type `>` in place of the array's `*`. Fan-out encodes the RESP2 frame once and
-/// derives this copy once per message for all of a shard's RESP3 subscribers.
-pub fn resp3_push_from(frame: &[u8], out: &mut Vec<u8>) {
+/// Turns a `message`, `pmessage` or `smessage` frame, encoded as RESP2 at the start of
+/// `frame`, into what a RESP3 client gets: the same bytes with the push type `>` in place of
+/// the array's `*`, so a shard builds the RESP3 frame in the same pass as the RESP2 one.
+pub fn into_resp3_push(frame: &mut [u8]) {
     debug_assert_eq!(frame.first(), Some(&b'*'));
-    out.reserve(frame.len());
-    out.push(b'>');
-    out.extend_from_slice(frame.get(1..).unwrap_or_default());
+    if let Some(first) = frame.first_mut() {
+        *first = b'>';
+    }
 }
 
 /// `*<n>\r\n`.
@@ -242,9 +242,8 @@ mod tests {
             b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
         );
         v.clear();
-        let mut frame = Vec::new();
-        push_pmessage(&mut frame, b"p*", b"pa", b"x");
-        resp3_push_from(&frame, &mut v);
+        push_pmessage(&mut v, b"p*", b"pa", b"x");
+        into_resp3_push(&mut v);
         assert_eq!(
             v,
             b">4\r\n$8\r\npmessage\r\n$2\r\np*\r\n$2\r\npa\r\n$1\r\nx\r\n"
