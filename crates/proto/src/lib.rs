@@ -10,4 +10,7 @@
 pub mod glob;
 pub mod http;
 pub mod json;
+pub mod native;
 pub mod resp;
+pub mod sse;
+pub mod ws;
