@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::payload::{encode, now_ns, Header};
+use crate::payload::{now_ns, Encoding, Header};
 use crate::shared::Shared;
 use crate::subscribers::channel_name;
 
@@ -29,6 +29,8 @@ pub struct PublisherPlan {
     pub batch: usize,
     /// Wire protocol.
     pub proto: crate::proto::Proto,
+    /// How the payload carries its header (a JSON string for ws/sse subscribers).
+    pub encoding: Encoding,
 }
 
 /// Publishes until `shared.stop`; returns messages published.
@@ -100,7 +102,7 @@ pub fn run(target: SocketAddr, plan: PublisherPlan, shared: Arc<Shared>) -> anyh
                 }
             };
             payload.clear();
-            encode(
+            plan.encoding.encode(
                 &mut payload,
                 &Header {
                     ts_ns,

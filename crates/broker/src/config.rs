@@ -42,8 +42,12 @@ pub mod limits {
     /// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
     /// control pushes back on the client instead of the shard buffering for it.
     pub const PAUSED_INPUT_BYTES: usize = 256 << 10;
-    /// Largest request head accepted; heads are small (no cookies or big headers expected).
-    pub const MAX_HEAD_BYTES: usize = 16 << 10;
+    /// Channels one SSE stream may name (`ch` parameters): its event ids carry a position
+    /// per channel, and browsers keep ids in memory and send them back in a header.
+    pub const MAX_SSE_CHANNELS: usize = 64;
+    /// Bytes of history per message beyond its payload (the `Arc<Message>`, its queue slot
+    /// and the channel name handle), counted against `history.max_bytes`.
+    pub const HISTORY_OVERHEAD_BYTES: usize = 96;
     /// How long a rendered `/stats` or `/metrics` body is served again. Rendering copies every
     /// shard's histograms (hundreds of KiB), so a client pipelining hundreds of requests would
     /// hold the shard for each; within this window they get the same bytes. Shards publish
@@ -148,6 +152,127 @@ pub struct BrokerConfig {
     pub shutdown_timeout_ms: u64,
     /// Period of the per-shard stats snapshot.
     pub stats_interval_ms: u64,
+    /// Limits of one HTTP request (head bytes, header count, body bytes).
+    pub http: HttpLimits,
+    /// WebSocket options.
+    pub ws: WsConfig,
+    /// Server-Sent Events options.
+    pub sse: SseConfig,
+    /// Per-channel history (resume after a reconnect).
+    pub history: HistoryConfig,
+}
+
+/// Limits of one HTTP request: past them the client gets 431 (head) or 413 (body) and the
+/// connection closes, so no request costs more than these bytes of buffering.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request head. 16 KiB: a browser's upgrade request with cookies fits many
+    /// times over, and nginx's default large-header buffers are 8 KiB each.
+    pub max_head_bytes: usize,
+    /// Most headers in one request. 64: browsers send about 15.
+    pub max_headers: usize,
+    /// Largest `POST /pub` body, 1 MiB by default (the same bound as a RESP payload).
+    pub max_body_bytes: usize,
+    /// Time a client has to send a complete request head once it has started one (or since
+    /// it connected): a slowloris client that trickles a head holds a connection only this
+    /// long. 10 s, the order of nginx's `client_header_timeout` (60 s) cut for a broker.
+    pub head_timeout_ms: u64,
+}
+
+/// WebSocket options.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Largest message (all fragments together) a client may send; more closes with 1009.
+    /// 1 MiB + 4 KiB: a `pub` of the largest payload RESP accepts, plus its envelope.
+    pub max_message_bytes: usize,
+    /// Seconds between server pings; a client that has not answered the previous ping by
+    /// the next one is closed (1001). 30 s keeps NAT and proxy idle timers (often 60 s)
+    /// from dropping quiet subscribers and finds dead ones within a minute; 0 turns pings off.
+    pub ping_interval_s: u32,
+    /// `Origin` values allowed to open a WebSocket (exact, case-insensitive); empty allows
+    /// any. Browsers send the page's origin, so this stops other sites' pages from
+    /// subscribing with a visitor's network position; non-browser clients send none and
+    /// are allowed when the list is empty only.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Server-Sent Events options.
+#[derive(Debug, Clone)]
+pub struct SseConfig {
+    /// Seconds between heartbeat comments on an idle stream. 15 s: proxies commonly close a
+    /// response idle for 30-60 s, and a dead client is found by the failed write.
+    pub heartbeat_s: u32,
+    /// `retry:` advice in normal times, in ms. EventSource waits this long before it
+    /// reconnects. 2000 ms, a little under browsers' own default of about 3 s.
+    pub retry_ms: u64,
+    /// `retry:` advice during a reconnect storm, in ms: clients cut again spread their
+    /// return over this much longer window (each connection gets up to 50% more, from its
+    /// own hash, so they do not come back in step).
+    pub storm_retry_ms: u64,
+    /// Accepted connections per second on one shard above which it is in a reconnect storm
+    /// (the advice rises), and below which, for a whole second, the storm is over. 2000/s:
+    /// an order above a busy gateway's steady churn, well below a restart's wave.
+    pub storm_accepts_per_s: u32,
+}
+
+/// Per-channel history on the owner shard, for resume (WebSocket `since`, SSE
+/// `Last-Event-ID`).
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Messages kept per channel; 0 turns history (and so resume) off. 64 covers a few
+    /// seconds of a busy channel's reconnect gap at about 100 bytes of overhead a message.
+    pub size: usize,
+    /// Seconds a message stays in history; a channel with no subscribers and no history
+    /// left is forgotten (its position's epoch ends). 300 s covers a browser tab that
+    /// slept or a node that restarted.
+    pub ttl_s: u32,
+    /// History bytes (payloads plus a fixed overhead per message) one shard keeps across
+    /// its channels. Past it, the histories of the channels published to least recently
+    /// are dropped (their epochs end), so a publisher spraying channel names cannot grow
+    /// the broker without bound. 64 MiB per shard.
+    pub max_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 16 << 10,
+            max_headers: 64,
+            max_body_bytes: 1 << 20,
+            head_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: (1 << 20) + (4 << 10),
+            ping_interval_s: 30,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_s: 15,
+            retry_ms: 2000,
+            storm_retry_ms: 15_000,
+            storm_accepts_per_s: 2000,
+        }
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            size: 64,
+            ttl_s: 300,
+            max_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -174,6 +299,10 @@ impl Default for BrokerConfig {
             tcp_keepalive_s: 300,
             shutdown_timeout_ms: 2000,
             stats_interval_ms: 100,
+            http: HttpLimits::default(),
+            ws: WsConfig::default(),
+            sse: SseConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }

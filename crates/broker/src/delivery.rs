@@ -12,6 +12,7 @@ use slab::Slab;
 
 use crate::config::{BrokerConfig, SlowConsumerPolicy};
 use crate::conn::{Conn, Life};
+use crate::session::Session;
 use crate::msg::{MessageView, Ns};
 use crate::outbound::{Frame, LocalFrame};
 use crate::stats::Counters;
@@ -27,10 +28,19 @@ pub enum Format {
     Resp2 = 0,
     /// RESP3 `>3` pushes (after `HELLO 3`).
     Resp3 = 1,
+    /// A WebSocket text frame, header included, holding the native JSON delivery
+    /// `{"ch":..,"seq":..,"data":..}`.
+    WsJson = 2,
+    /// An SSE event whose id is the message's own position: a stream of one channel.
+    Sse = 3,
+    /// An SSE event without its id line: a stream of several channels, whose ids carry a
+    /// position per channel and so differ per subscriber; each gets its `id:` line as a
+    /// header item before this shared body.
+    SseData = 4,
 }
 
 /// Number of [`Format`]s: the size of a frame cache.
-pub const FORMATS: usize = 2;
+pub const FORMATS: usize = 5;
 
 /// Why the subscribers receive the message.
 #[derive(Debug, Clone, Copy)]
@@ -66,12 +76,72 @@ pub fn build_frame(format: Format, msg: &MessageView<'_>, via: Via<'_>, out: &mu
                 encode::into_resp3_push(&mut out[start..]);
             }
         }
+        // The native front-ends have no patterns: a message reaches them by channel.
+        Format::WsJson => {
+            use corecast_proto::{native, ws};
+            let len = native::delivery_len(msg.channel, msg.seq, msg.payload, msg.json);
+            out.reserve(ws::frame_header_len(len) + len);
+            ws::frame_header(out, ws::opcode::TEXT, len);
+            native::delivery(out, msg.channel, msg.seq, msg.payload, msg.json);
+        }
+        Format::Sse | Format::SseData => {
+            use corecast_proto::{native, sse};
+            let mut json = Vec::with_capacity(native::delivery_len(
+                msg.channel,
+                msg.seq,
+                msg.payload,
+                msg.json,
+            ));
+            native::delivery(&mut json, msg.channel, msg.seq, msg.payload, msg.json);
+            let mut id = Vec::new();
+            if format == Format::Sse {
+                sse::write_positions(&mut id, &[Some(position(msg.epoch, msg.seq))]);
+            }
+            let id = (format == Format::Sse).then_some(id.as_slice());
+            out.reserve(sse::event_len(id, None, &json));
+            sse::event(out, id, None, &json);
+        }
     }
+}
+
+/// A position in the codec's terms.
+pub fn position(epoch: u64, seq: u64) -> corecast_proto::native::Position {
+    corecast_proto::native::Position { epoch, seq }
+}
+
+/// The `id:` line of a multi-channel SSE stream after `msg`: the stream's positions with
+/// this channel's advanced to the message. Returns None when the stream does not carry the
+/// channel (it cannot happen for a subscriber of it; nothing is sent then).
+fn sse_id_line(conn: &mut Conn, msg: &MessageView<'_>) -> Option<Bytes> {
+    let Session::Sse(s) = &mut conn.session else {
+        return None;
+    };
+    let i = s.index_of(msg.channel)?;
+    s.channels[i].pos = Some(crate::msg::Position {
+        epoch: msg.epoch,
+        seq: msg.seq,
+    });
+    Some(sse_id_bytes(s))
+}
+
+/// `id: <positions>\n` for an SSE stream.
+pub fn sse_id_bytes(s: &crate::session::SseSession) -> Bytes {
+    let positions: Vec<_> = s
+        .channels
+        .iter()
+        .map(|c| c.pos.map(|p| position(p.epoch, p.seq)))
+        .collect();
+    let mut v = Vec::with_capacity(8 + 24 * positions.len());
+    v.extend_from_slice(b"id: ");
+    corecast_proto::sse::write_positions(&mut v, &positions);
+    v.push(b'\n');
+    Bytes::from(v)
 }
 
 /// The frames of one message (through one channel or pattern) built on this shard so far.
 pub struct FrameCache<'a> {
-    msg: MessageView<'a>,
+    /// The message.
+    pub msg: MessageView<'a>,
     via: Via<'a>,
     frames: [Option<LocalFrame>; FORMATS],
     /// Frames built (for tests and the `frames_built` counter).
@@ -128,8 +198,25 @@ impl Sink<'_> {
         self.counters.frames_built += u64::from(std::mem::take(&mut frames.built));
     }
 
-    /// Queues the message for one subscriber, applying the slow-consumer policy.
+    /// Queues the message for one subscriber, its frame built on first need.
     fn deliver_one(&mut self, r: ConnRef, frames: &mut FrameCache<'_>) {
+        let Some(conn) = self
+            .conns
+            .get_mut(r.key as usize)
+            .filter(|c| c.gen == r.gen && c.life == Life::Open)
+        else {
+            return;
+        };
+        let format = conn.format;
+        let msg = frames.msg;
+        let frame = frames.frame(format);
+        self.deliver_frame(r, &msg, frame);
+    }
+
+    /// Queues `frame` (the message `msg` in the subscriber's format) for one subscriber,
+    /// applying the slow-consumer policy; a multi-channel SSE stream gets its `id:` line
+    /// before it.
+    pub fn deliver_frame(&mut self, r: ConnRef, msg: &MessageView<'_>, frame: &LocalFrame) {
         let Some(conn) = self
             .conns
             .get_mut(r.key as usize)
@@ -140,8 +227,16 @@ impl Sink<'_> {
         if conn.life != Life::Open {
             return;
         }
-        let frame = frames.frame(conn.format);
-        if conn.out.queued_bytes() + frame.bytes.len() > self.cfg.max_pending_bytes {
+        let header = if conn.format == Format::SseData {
+            match sse_id_line(conn, msg) {
+                Some(h) => Some(h),
+                None => return,
+            }
+        } else {
+            None
+        };
+        let len = frame.bytes.len() + header.as_ref().map_or(0, Bytes::len);
+        if conn.out.queued_bytes() + len > self.cfg.max_pending_bytes {
             match self.cfg.slow_consumer {
                 SlowConsumerPolicy::Disconnect => {
                     tracing::debug!(
@@ -157,7 +252,12 @@ impl Sink<'_> {
             }
             return;
         }
-        conn.out.push_shared(frame);
+        match header {
+            Some(h) => {
+                conn.out.push_with_header(h, frame);
+            }
+            None => conn.out.push_shared(frame),
+        }
         self.counters.delivered += 1;
         if !conn.dirty {
             conn.dirty = true;
@@ -216,6 +316,7 @@ mod tests {
             ns: Ns::Plain,
             channel: b"news",
             seq: 7,
+            epoch: 1,
             payload: b"hi",
             ts_ns: 5,
             json: false,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod conn;
 pub mod delivery;
+pub mod history;
 pub mod launch;
 pub mod msg;
 pub mod outbound;

@@ -30,9 +30,12 @@ pub struct Message {
     pub ns: Ns,
     /// Channel name (the owner's copy, shared with its channel table).
     pub channel: Name,
-    /// Position in the channel's order, assigned by the owner (1 for the first message the
-    /// owner saw while the channel had subscribers; 0 when only patterns matched).
+    /// Position in the channel's order, assigned by the owner (1 for the first message of
+    /// the channel's epoch; 0 when the owner keeps no state for the channel: no subscribers
+    /// and no history, only patterns matched).
     pub seq: u64,
+    /// The channel's epoch when it was published (see [`Position`]).
+    pub epoch: u64,
     /// Payload as published.
     pub payload: Bytes,
     /// When the publisher's shard parsed it (CLOCK_MONOTONIC ns), for publish-to-send latency.
@@ -49,6 +52,7 @@ impl Message {
             ns: self.ns,
             channel: &self.channel,
             seq: self.seq,
+            epoch: self.epoch,
             payload: &self.payload,
             ts_ns: self.ts_ns,
             json: self.json,
@@ -66,12 +70,53 @@ pub struct MessageView<'a> {
     pub channel: &'a [u8],
     /// See [`Message::seq`].
     pub seq: u64,
+    /// See [`Message::epoch`].
+    pub epoch: u64,
     /// Payload.
     pub payload: &'a [u8],
     /// See [`Message::ts_ns`].
     pub ts_ns: u64,
     /// See [`Message::json`].
     pub json: bool,
+}
+
+/// Where a channel stands: its epoch and the sequence number of its last message. The epoch
+/// is drawn at random whenever the owner starts keeping state for a channel (first
+/// subscriber or, with history on, first publish), so a position from before the state was
+/// lost (a restart, the channel forgotten after its history expired) can never be mistaken
+/// for one of the present: resuming from it yields a reset notice, not the wrong messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The channel's epoch.
+    pub epoch: u64,
+    /// The last message's sequence number in that epoch (0 before the first).
+    pub seq: u64,
+}
+
+/// What a subscriber that asked to resume receives before the live messages.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// Nothing: no resume was asked, or nothing was missed.
+    Nothing,
+    /// The missed messages, oldest first. Shared: a reconnect storm of clients resuming
+    /// from the same position gets one list, built by one history walk.
+    Messages(Arc<[Arc<Message>]>),
+    /// The gap cannot be replayed whole (another epoch, or history no longer reaches back):
+    /// the client is told, with the first sequence number history still holds.
+    Reset {
+        /// First sequence number still in history (the current seq + 1 when it is empty).
+        first: u64,
+    },
+}
+
+/// The owner's answer to a [`ShardMsg::Join`].
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The channel's position when the subscription became live: every later delivery has
+    /// a greater seq.
+    pub pos: Position,
+    /// What to send before live messages.
+    pub replay: Replay,
 }
 
 /// A question every shard answers from the channels it owns (PUBSUB introspection).
@@ -88,8 +133,15 @@ pub enum Query {
 pub enum ReplyValue {
     /// The request took effect (interest registered).
     Ack,
-    /// Number of subscribers a publish reached.
-    Count(i64),
+    /// A publish was sequenced: subscribers reached and the message's position.
+    Published {
+        /// Subscribers (and pattern subscribers) the message reached.
+        receivers: i64,
+        /// The message's position (seq 0 when the owner keeps no state for the channel).
+        pos: Position,
+    },
+    /// A join took effect (see [`ShardMsg::Join`]).
+    Joined(Box<Joined>),
     /// Per-channel subscriber counts, in the order asked.
     Counts(Vec<i64>),
     /// Channel names.
@@ -138,6 +190,21 @@ pub enum ShardMsg {
         delta: i32,
         /// Pending slot to acknowledge once the owner has applied it.
         reply: Option<u32>,
+    },
+    /// A subscriber of the sender (WebSocket, SSE) joins a channel the receiver owns: +1 to
+    /// the sender's count, as [`ShardMsg::SubDelta`], answered with the channel's position
+    /// and, when `since` is given, the messages after it. The sender adds the subscriber to
+    /// its own table only when the answer arrives: deliveries the owner sends later follow
+    /// the answer on the same ring, so replay then live has no gap and no duplicate.
+    Join {
+        /// Namespace.
+        ns: Ns,
+        /// Channel name.
+        channel: Name,
+        /// Resume after this position.
+        since: Option<Position>,
+        /// Pending slot on the sender.
+        reply: u32,
     },
     /// The sender's local subscriber count for a pattern changed (patterns live everywhere).
     PatDelta {

@@ -170,8 +170,20 @@ impl Outbound {
         *item = Item::Frame(Rc::new(Frame { bytes, ts_ns: 0 }));
         debug_assert!(self.held > 0, "a fill without a held slot");
         self.held -= 1;
+        // A slot filled with nothing at the front must not sit there with nothing to send.
+        self.skip_empty_front();
         self.check();
         true
+    }
+
+    /// Drops zero-length frames (slots filled with nothing) from the front.
+    fn skip_empty_front(&mut self) {
+        while matches!(self.items.front(), Some(Item::Frame(f)) if f.bytes.is_empty())
+            && self.head_offset == 0
+        {
+            self.items.pop_front();
+            self.popped += 1;
+        }
     }
 
     /// Drops everything queued (the connection is closing). Safe at any time: a send in
@@ -261,10 +273,7 @@ impl Outbound {
             }
         }
         // Zero-length frames (filled with nothing) are skipped eagerly.
-        while matches!(self.items.front(), Some(Item::Frame(f)) if f.bytes.is_empty()) {
-            self.items.pop_front();
-            self.popped += 1;
-        }
+        self.skip_empty_front();
         if self.items.is_empty() && !self.has_replies() {
             self.release_idle_memory();
         }

@@ -5,7 +5,7 @@
 
 use crate::config::BrokerConfig;
 use crate::conn::Conn;
-use crate::session::Protocol;
+use crate::session::Session;
 
 /// What holds a connection's input back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +37,13 @@ pub fn pause_reason(conn: &Conn, cfg: &BrokerConfig, congested: usize) -> Option
     if conn.out.queued_bytes() > cfg.max_pending_bytes {
         return Some(PauseReason::Backlog);
     }
-    match conn.session.protocol() {
-        Protocol::Http => None,
-        Protocol::Resp => {
+    match conn.session {
+        // Operators' requests are never held back by congestion; a pipelined POST /pub is
+        // bounded by its reply slots.
+        Session::Http(_) | Session::Sse(_) => {
+            (conn.out.held() >= cfg.max_inflight_publishes).then_some(PauseReason::Publishes)
+        }
+        Session::Resp(_) | Session::Ws(_) => {
             if conn.query_inflight {
                 Some(PauseReason::Query)
             } else if congested > 0 {
@@ -56,6 +60,7 @@ pub fn pause_reason(conn: &Conn, cfg: &BrokerConfig, congested: usize) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Protocol;
 
     #[test]
     fn reasons_in_order_of_precedence() {

@@ -5,8 +5,10 @@
 
 use bytes::Bytes;
 
-use crate::msg::Name;
+use crate::msg::{Name, Position};
+use corecast_proto::http::BodyDecoder;
 use corecast_proto::resp::Resume;
+use corecast_proto::ws;
 
 pub use crate::subset::SubSet;
 
@@ -18,7 +20,7 @@ const _: () = assert!(std::mem::size_of::<RespSession>() <= 56);
 pub enum Protocol {
     /// The Redis protocol (RESP2, RESP3 after `HELLO 3`).
     Resp,
-    /// HTTP/1.1 (stats now; WebSocket and SSE next).
+    /// HTTP/1.1: publish, stats, and the upgrades to WebSocket and SSE.
     Http,
 }
 
@@ -51,7 +53,7 @@ impl Protocol {
                 client_id,
                 ..RespSession::default()
             })),
-            Self::Http => Session::Http,
+            Self::Http => Session::Http(Box::default()),
         }
     }
 }
@@ -80,6 +82,14 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// Channel subscriptions alone (the front-ends without patterns).
+    pub fn from_channels(channels: SubSet) -> Self {
+        Self {
+            channels,
+            rare: None,
+        }
+    }
+
     /// The set of one kind.
     pub fn set(&self, kind: SubKind) -> &SubSet {
         match (kind, &self.rare) {
@@ -163,21 +173,103 @@ impl RespSession {
     }
 }
 
+/// An HTTP/1.1 connection between requests, or inside one whose body is arriving.
+#[derive(Debug, Default)]
+pub struct HttpSession {
+    /// When the request head being received must be complete (the connection closes then):
+    /// set at accept and after each response, so a slowloris client cannot hold it.
+    pub head_deadline_ns: u64,
+    /// A `POST /pub` whose body is still arriving.
+    pub body: Option<Box<PendingBody>>,
+}
+
+/// A publish request whose body has not fully arrived.
+#[derive(Debug)]
+pub struct PendingBody {
+    /// Decodes `Content-Length` or chunked framing, bounded by `http.max_body_bytes`.
+    pub decoder: BodyDecoder,
+    /// The body so far.
+    pub body: Vec<u8>,
+    /// The channel to publish on.
+    pub channel: Name,
+    /// The body is declared JSON (published as is, after validation) rather than text (sent
+    /// to JSON subscribers as a string).
+    pub json: bool,
+    /// Keep the connection open after the answer.
+    pub keep_alive: bool,
+}
+
+/// A WebSocket client speaking the native JSON protocol.
+#[derive(Debug)]
+pub struct WsSession {
+    /// Frame decoder (fragments, UTF-8 state, the message being assembled).
+    pub decoder: ws::Decoder,
+    /// Channels subscribed or being joined.
+    pub subs: SubSet,
+    /// Joins waiting for another shard: (reply slot, channel). Usually empty.
+    pub joining: Vec<(u32, Name)>,
+    /// When to send the next ping (or close, if the last one is unanswered).
+    pub next_ping_ns: u64,
+    /// A ping is out and no pong has come back.
+    pub awaiting_pong: bool,
+    /// A close frame has been sent: input is ignored until the client's close or EOF.
+    pub close_sent: bool,
+}
+
+/// One channel of an SSE stream, in the order of the request's `ch` parameters.
+#[derive(Debug)]
+pub struct SseChannel {
+    /// The channel.
+    pub name: Name,
+    /// The stream's position in it: from `Last-Event-ID` until the join answers, then the
+    /// last message sent.
+    pub pos: Option<Position>,
+}
+
+/// A Server-Sent Events stream.
+#[derive(Debug)]
+pub struct SseSession {
+    /// The channels, in request order (event ids list positions in this order).
+    pub channels: Box<[SseChannel]>,
+    /// Joins not answered yet; the first id-only event goes out when this reaches 0.
+    pub joining: u16,
+    /// When the next heartbeat comment is due (pushed back by every write).
+    pub next_heartbeat_ns: u64,
+    /// The `retry:` advice last sent to this stream.
+    pub retry_ms: u64,
+}
+
+impl SseSession {
+    /// The index of `channel` in this stream.
+    pub fn index_of(&self, channel: &[u8]) -> Option<usize> {
+        self.channels.iter().position(|c| *c.name == *channel)
+    }
+
+    /// The stream's positions, in request order (for event ids).
+    pub fn positions(&self) -> Vec<Option<Position>> {
+        self.channels.iter().map(|c| c.pos).collect()
+    }
+}
+
 /// One connection's protocol state.
 #[derive(Debug)]
 pub enum Session {
     /// A Redis client.
     Resp(Box<RespSession>),
-    /// An HTTP client (no state between requests yet).
-    Http,
+    /// An HTTP client between upgrades.
+    Http(Box<HttpSession>),
+    /// A WebSocket client (upgraded from HTTP).
+    Ws(Box<WsSession>),
+    /// An SSE stream (an HTTP response that never ends).
+    Sse(Box<SseSession>),
 }
 
 impl Session {
-    /// The protocol this session speaks.
+    /// The protocol of the listener this session came from.
     pub fn protocol(&self) -> Protocol {
         match self {
             Self::Resp(_) => Protocol::Resp,
-            Self::Http => Protocol::Http,
+            Self::Http(_) | Self::Ws(_) | Self::Sse(_) => Protocol::Http,
         }
     }
 
@@ -185,7 +277,16 @@ impl Session {
     pub fn take_subscriptions(&mut self) -> Subscriptions {
         match self {
             Self::Resp(s) => std::mem::take(&mut s.subs),
-            Self::Http => Subscriptions::default(),
+            Self::Http(_) => Subscriptions::default(),
+            Self::Ws(s) => Subscriptions::from_channels(std::mem::take(&mut s.subs)),
+            Self::Sse(s) => {
+                let mut set = SubSet::default();
+                for c in s.channels.iter() {
+                    set.insert(c.name.clone());
+                }
+                s.channels = Box::new([]);
+                Subscriptions::from_channels(set)
+            }
         }
     }
 }

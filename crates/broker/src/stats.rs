@@ -61,10 +61,40 @@ pub struct Counters {
     pub zerocopy_sends: u64,
     /// Wake-ups of a sleeping peer (MSG_RING) that failed and were retried.
     pub wake_failures: u64,
+    /// HTTP requests parsed.
+    pub http_requests: u64,
+    /// HTTP requests answered with an error status (4xx, 5xx) or refused upgrades.
+    pub http_errors: u64,
+    /// HTTP connections closed for not completing a request head in `http.head_timeout_ms` (slowloris, idle keep-alive).
+    pub head_timeouts: u64,
+    /// Connections upgraded to WebSocket.
+    pub ws_upgrades: u64,
+    /// Open WebSocket connections (gauge, updated once a second).
+    pub ws_connections: u64,
+    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009).
+    pub ws_protocol_errors: u64,
+    /// Native-protocol requests answered with an error (bad JSON, unknown op, ...); the connection stays open.
+    pub ws_request_errors: u64,
+    /// WebSocket connections closed for not answering a ping.
+    pub ws_ping_timeouts: u64,
+    /// SSE streams opened.
+    pub sse_streams: u64,
+    /// Open SSE streams (gauge, updated once a second).
+    pub sse_connections: u64,
+    /// SSE heartbeat comments sent.
+    pub sse_heartbeats: u64,
+    /// The `retry:` advice new SSE streams get now (gauge): raised during a reconnect storm.
+    pub sse_retry_ms: u64,
+    /// Subscriptions that resumed from a position (all of the gap replayed, or nothing missed).
+    pub resumes: u64,
+    /// Resumes refused because history no longer held the whole gap or the epoch changed (the client got a reset notice).
+    pub resume_resets: u64,
+    /// Bytes of channel history this shard holds (gauge).
+    pub history_bytes: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 23] {
+    fn fields(&self) -> [(&'static str, u64, bool); 38] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -94,6 +124,21 @@ impl Counters {
             ("send_batches", self.send_batches, false),
             ("zerocopy_sends", self.zerocopy_sends, false),
             ("wake_failures", self.wake_failures, false),
+            ("http_requests", self.http_requests, false),
+            ("http_errors", self.http_errors, false),
+            ("head_timeouts", self.head_timeouts, false),
+            ("ws_upgrades", self.ws_upgrades, false),
+            ("ws_connections", self.ws_connections, true),
+            ("ws_protocol_errors", self.ws_protocol_errors, false),
+            ("ws_request_errors", self.ws_request_errors, false),
+            ("ws_ping_timeouts", self.ws_ping_timeouts, false),
+            ("sse_streams", self.sse_streams, false),
+            ("sse_connections", self.sse_connections, true),
+            ("sse_heartbeats", self.sse_heartbeats, false),
+            ("sse_retry_ms", self.sse_retry_ms, true),
+            ("resumes", self.resumes, false),
+            ("resume_resets", self.resume_resets, false),
+            ("history_bytes", self.history_bytes, true),
         ]
     }
 
@@ -122,8 +167,24 @@ impl Counters {
             recv_no_buffers,
             send_batches,
             zerocopy_sends,
-            wake_failures
+            wake_failures,
+            http_requests,
+            http_errors,
+            head_timeouts,
+            ws_upgrades,
+            ws_connections,
+            ws_protocol_errors,
+            ws_request_errors,
+            ws_ping_timeouts,
+            sse_streams,
+            sse_connections,
+            sse_heartbeats,
+            resumes,
+            resume_resets,
+            history_bytes
         );
+        // Advice is a value, not a sum: the highest any shard gives.
+        self.sse_retry_ms = self.sse_retry_ms.max(o.sse_retry_ms);
     }
 }
 

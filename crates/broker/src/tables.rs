@@ -8,7 +8,8 @@
 use crate::msg::Name;
 use ahash::RandomState;
 
-use crate::msg::Ns;
+use crate::history::History;
+use crate::msg::{Ns, Position};
 
 /// A connection reference that can never reach a later connection in the same slab slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,18 +189,45 @@ fn remove_from(map: &mut Map<Subscribers>, name: &[u8], who: ConnRef) -> Option<
 
 /// What an owner keeps for one channel.
 pub struct OwnedChannel {
-    /// Messages published so far (per-channel order; history and resume will use it).
+    /// The last message's sequence number in this epoch.
     pub seq: u64,
+    /// Drawn when the owner started keeping this channel (see `msg::Position`).
+    pub epoch: u64,
     /// Subscribers per shard.
     pub per_shard: ShardCounts,
     /// Sum of `per_shard`.
     pub total: u32,
+    /// Recent messages, when history is on and something was published (boxed: most
+    /// channels of an idle gateway have none).
+    pub history: Option<Box<History>>,
+    /// When the last message was published (CLOCK_MONOTONIC ns), for the history budget.
+    pub last_publish_ns: u64,
 }
 
-/// Channels this shard owns that have subscribers somewhere.
+impl OwnedChannel {
+    /// The channel's current position.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    /// Whether the owner may forget the channel: nobody subscribes and no history is left.
+    fn forgettable(&self) -> bool {
+        self.total == 0 && self.history.as_ref().is_none_or(|h| h.is_empty())
+    }
+}
+
+/// Channels this shard owns that have subscribers somewhere or history left.
 pub struct Owned {
     shards: usize,
     channels: [Map<OwnedChannel>; 2],
+    /// Seeds epochs: random per process, so a restart never reuses one.
+    epochs: RandomState,
+    epochs_drawn: u64,
+    /// History bytes held across channels.
+    history_bytes: usize,
 }
 
 impl Owned {
@@ -211,38 +239,135 @@ impl Owned {
                 Map::with_capacity_and_hasher(channels, RandomState::new()),
                 Map::default(),
             ],
+            epochs: RandomState::new(),
+            epochs_drawn: 0,
+            history_bytes: 0,
+        }
+    }
+
+    fn new_channel(&mut self) -> OwnedChannel {
+        self.epochs_drawn += 1;
+        // 53 bits, never 0: exact in a JavaScript number, even where a client parses it as one.
+        let epoch = (self.epochs.hash_one(self.epochs_drawn) >> 11).max(1);
+        OwnedChannel {
+            seq: 0,
+            epoch,
+            per_shard: ShardCounts::new(self.shards),
+            total: 0,
+            history: None,
+            last_publish_ns: 0,
         }
     }
 
     /// Applies a subscriber-count change from `shard`.
     pub fn apply(&mut self, ns: Ns, channel: &Name, shard: usize, delta: i32) {
-        let map = &mut self.channels[ns as usize];
         if delta > 0 {
-            let shards = self.shards;
-            let c = map.entry(channel.clone()).or_insert_with(|| OwnedChannel {
-                seq: 0,
-                per_shard: ShardCounts::new(shards),
-                total: 0,
-            });
+            let fresh = if self.channels[ns as usize].contains_key(channel.as_ref()) {
+                None
+            } else {
+                Some(self.new_channel())
+            };
+            let map = &mut self.channels[ns as usize];
+            let c = map
+                .entry(channel.clone())
+                .or_insert_with(|| fresh.expect("made when absent"));
             c.per_shard[shard] += delta as u32;
             c.total += delta as u32;
-        } else if let Some(c) = map.get_mut(channel.as_ref()) {
+        } else if let Some(c) = self.channels[ns as usize].get_mut(channel.as_ref()) {
             let d = (-delta) as u32;
             debug_assert!(c.per_shard[shard] >= d, "unsubscribe without subscribe");
             c.per_shard[shard] = c.per_shard[shard].saturating_sub(d);
             c.total = c.total.saturating_sub(d);
-            if c.total == 0 {
-                map.swap_remove(channel.as_ref());
+            if c.forgettable() {
+                self.channels[ns as usize].swap_remove(channel.as_ref());
             }
         }
     }
 
-    /// The entry for a channel, if it has subscribers, with the stored name (shared with
+    /// The entry for a channel, if the owner keeps one, with the stored name (shared with
     /// deliveries, so the name is kept once).
     pub fn get_mut(&mut self, ns: Ns, channel: &[u8]) -> Option<(&Name, &mut OwnedChannel)> {
         self.channels[ns as usize]
             .get_full_mut(channel)
             .map(|(_, name, c)| (name, c))
+    }
+
+    /// The entry a publish sequences on: the existing one, or with `keep` (history on) a
+    /// new one, so a message published while nobody subscribes is still there to replay.
+    pub fn for_publish(
+        &mut self,
+        ns: Ns,
+        channel: &[u8],
+        keep: bool,
+    ) -> Option<(&Name, &mut OwnedChannel)> {
+        if keep && !self.channels[ns as usize].contains_key(channel) {
+            let fresh = self.new_channel();
+            self.channels[ns as usize].insert(Name::from(channel), fresh);
+        }
+        self.get_mut(ns, channel)
+    }
+
+    /// Records a change in history bytes made through [`Owned::get_mut`].
+    pub fn history_changed(&mut self, delta: isize) {
+        self.history_bytes = self.history_bytes.saturating_add_signed(delta);
+    }
+
+    /// History bytes held across channels.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
+    /// Expires history older than `cutoff_ns`, forgets channels left with no subscribers and
+    /// no history, and, while more than `max_bytes` of history remain, drops the histories
+    /// of the channels published least recently. Returns the channels forgotten.
+    pub fn sweep(&mut self, cutoff_ns: u64, max_bytes: usize) -> usize {
+        let mut freed = 0;
+        let mut forgotten = 0;
+        for map in &mut self.channels {
+            map.retain(|_, c| {
+                if let Some(h) = c.history.as_mut() {
+                    freed += h.expire(cutoff_ns);
+                    if h.is_empty() {
+                        c.history = None;
+                    }
+                }
+                let keep = !c.forgettable();
+                forgotten += usize::from(!keep);
+                keep
+            });
+        }
+        self.history_bytes -= freed.min(self.history_bytes);
+        if self.history_bytes > max_bytes {
+            let mut by_age: Vec<(u64, usize, usize)> = Vec::new();
+            for (ns, map) in self.channels.iter().enumerate() {
+                for (i, c) in map.values().enumerate() {
+                    if c.history.is_some() {
+                        by_age.push((c.last_publish_ns, ns, i));
+                    }
+                }
+            }
+            by_age.sort_unstable();
+            for (_, ns, i) in by_age {
+                if self.history_bytes <= max_bytes {
+                    break;
+                }
+                if let Some((_, c)) = self.channels[ns].get_index_mut(i) {
+                    // The position stays: with no history, resuming across any gap is a
+                    // reset, never a partial replay; the epoch ends only with the channel.
+                    if let Some(h) = c.history.take() {
+                        self.history_bytes -= h.bytes().min(self.history_bytes);
+                    }
+                }
+            }
+            for map in &mut self.channels {
+                map.retain(|_, c| {
+                    let keep = !c.forgettable();
+                    forgotten += usize::from(!keep);
+                    keep
+                });
+            }
+        }
+        forgotten
     }
 
     /// Total subscribers of a channel.
@@ -252,17 +377,21 @@ impl Owned {
             .map_or(0, |c| c.total)
     }
 
-    /// Active channels in a namespace.
+    /// Channels with subscribers in a namespace (PUBSUB CHANNELS: a channel kept only for
+    /// its history is not active).
     pub fn names(&self, ns: Ns) -> impl Iterator<Item = &Name> {
-        self.channels[ns as usize].keys()
+        self.channels[ns as usize]
+            .iter()
+            .filter(|(_, c)| c.total > 0)
+            .map(|(n, _)| n)
     }
 
-    /// Number of owned channels with subscribers, both namespaces.
+    /// Number of channels the owner keeps, both namespaces.
     pub fn len(&self) -> usize {
         self.channels[0].len() + self.channels[1].len()
     }
 
-    /// Whether no owned channel has subscribers.
+    /// Whether the owner keeps no channel.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -76,6 +76,48 @@ pub struct Cli {
     /// How long shutdown waits for queued data to drain [default: 2000].
     #[arg(long, value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Largest HTTP request head; more gets 431 [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub http_max_head_bytes: Option<usize>,
+    /// Most headers in one HTTP request; more gets 431 [default: 64].
+    #[arg(long)]
+    pub http_max_headers: Option<usize>,
+    /// Largest POST /pub body; more gets 413 [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub http_max_body_bytes: Option<usize>,
+    /// Time to send a complete request head before the connection closes (slowloris) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub http_head_timeout_ms: Option<u64>,
+    /// Largest WebSocket message a client may send; more closes with 1009 [default: 1052672].
+    #[arg(long, value_name = "BYTES")]
+    pub ws_max_message_bytes: Option<usize>,
+    /// Seconds between server pings; no pong by the next ping closes the socket; 0 turns pings off [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub ws_ping_interval_s: Option<u32>,
+    /// Origins allowed to open a WebSocket, comma-separated; empty allows any [default: empty].
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub ws_allowed_origins: Vec<String>,
+    /// Seconds between heartbeat comments on an idle SSE stream; 0 turns them off [default: 15].
+    #[arg(long, value_name = "SECONDS")]
+    pub sse_heartbeat_s: Option<u32>,
+    /// SSE retry: advice in normal times [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub sse_retry_ms: Option<u64>,
+    /// SSE retry: advice during a reconnect storm [default: 15000].
+    #[arg(long, value_name = "MS")]
+    pub sse_storm_retry_ms: Option<u64>,
+    /// Accepts per second on one shard that make a reconnect storm [default: 2000].
+    #[arg(long)]
+    pub sse_storm_accepts_per_s: Option<u32>,
+    /// Messages kept per channel for resume; 0 turns history off [default: 64].
+    #[arg(long)]
+    pub history_size: Option<usize>,
+    /// Seconds a message stays in history [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub history_ttl_s: Option<u32>,
+    /// History bytes per shard; past it the least recently published channels lose theirs [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub history_max_bytes: Option<usize>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long)]
     pub log: Option<String>,
@@ -105,6 +147,20 @@ pub struct FileConfig {
     recv_buffer_size: Option<usize>,
     tcp_keepalive_s: Option<u32>,
     shutdown_timeout_ms: Option<u64>,
+    http_max_head_bytes: Option<usize>,
+    http_max_headers: Option<usize>,
+    http_max_body_bytes: Option<usize>,
+    http_head_timeout_ms: Option<u64>,
+    ws_max_message_bytes: Option<usize>,
+    ws_ping_interval_s: Option<u32>,
+    ws_allowed_origins: Option<Vec<String>>,
+    sse_heartbeat_s: Option<u32>,
+    sse_retry_ms: Option<u64>,
+    sse_storm_retry_ms: Option<u64>,
+    sse_storm_accepts_per_s: Option<u32>,
+    history_size: Option<usize>,
+    history_ttl_s: Option<u32>,
+    history_max_bytes: Option<usize>,
     log: Option<String>,
 }
 
@@ -172,6 +228,12 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
     }
     let cpus = corecast_runtime::affinity::select_cpus(&allowed, cores.as_deref(), shards)
         .map_err(|e| bad(if cores.is_some() { "cores" } else { "shards" }, e))?;
+    // The command line wins over the file, the file over the default.
+    macro_rules! pick {
+        ($key:ident, $default:expr) => {
+            cli.$key.or(file.$key).unwrap_or($default)
+        };
+    }
     let max_bulk_len = cli
         .max_bulk_len
         .or(file.max_bulk_len)
@@ -234,6 +296,32 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .or(file.shutdown_timeout_ms)
             .unwrap_or(d.shutdown_timeout_ms),
         stats_interval_ms: d.stats_interval_ms,
+        http: corecast_broker::config::HttpLimits {
+            max_head_bytes: pick!(http_max_head_bytes, d.http.max_head_bytes),
+            max_headers: pick!(http_max_headers, d.http.max_headers),
+            max_body_bytes: pick!(http_max_body_bytes, d.http.max_body_bytes),
+            head_timeout_ms: pick!(http_head_timeout_ms, d.http.head_timeout_ms),
+        },
+        ws: corecast_broker::config::WsConfig {
+            max_message_bytes: pick!(ws_max_message_bytes, d.ws.max_message_bytes),
+            ping_interval_s: pick!(ws_ping_interval_s, d.ws.ping_interval_s),
+            allowed_origins: if cli.ws_allowed_origins.is_empty() {
+                file.ws_allowed_origins.unwrap_or_default()
+            } else {
+                cli.ws_allowed_origins
+            },
+        },
+        sse: corecast_broker::config::SseConfig {
+            heartbeat_s: pick!(sse_heartbeat_s, d.sse.heartbeat_s),
+            retry_ms: pick!(sse_retry_ms, d.sse.retry_ms),
+            storm_retry_ms: pick!(sse_storm_retry_ms, d.sse.storm_retry_ms),
+            storm_accepts_per_s: pick!(sse_storm_accepts_per_s, d.sse.storm_accepts_per_s),
+        },
+        history: corecast_broker::config::HistoryConfig {
+            size: pick!(history_size, d.history.size),
+            ttl_s: pick!(history_ttl_s, d.history.ttl_s),
+            max_bytes: pick!(history_max_bytes, d.history.max_bytes),
+        },
     };
     validate(&broker)?;
     Ok(Settings {
@@ -321,6 +409,27 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if b.max_subscriptions == 0 {
         return Err(bad("max_subscriptions", "must be at least 1"));
+    }
+    if b.http.max_head_bytes < 256 {
+        return Err(bad("http_max_head_bytes", "must be at least 256"));
+    }
+    if !(1..=100).contains(&b.http.max_headers) {
+        return Err(bad("http_max_headers", "must be between 1 and 100"));
+    }
+    if b.http.head_timeout_ms == 0 {
+        return Err(bad("http_head_timeout_ms", "must be at least 1"));
+    }
+    if b.ws.max_message_bytes < 128 {
+        return Err(bad("ws_max_message_bytes", "must be at least 128"));
+    }
+    if b.sse.retry_ms == 0 || b.sse.storm_retry_ms < b.sse.retry_ms {
+        return Err(bad(
+            "sse_storm_retry_ms",
+            "sse_retry_ms must be positive and sse_storm_retry_ms at least sse_retry_ms",
+        ));
+    }
+    if b.history.size > 1 << 20 {
+        return Err(bad("history_size", "must be at most 1048576"));
     }
     Ok(())
 }

@@ -71,6 +71,9 @@ impl Shard {
         let client_id = (self.id as u64) << 48 | self.counters.accepted;
         let mut conn = Conn::new(fd, gen, proto.new_session(client_id));
         conn.counted = true;
+        if let crate::session::Session::Http(h) = &mut conn.session {
+            h.head_deadline_ns = self.now_ns + self.cfg.http.head_timeout_ms * 1_000_000;
+        }
         let key = self.conns.insert(conn);
         tracing::debug!(shard = self.id, key, fd, "accepted");
         // HTTP keeps a small reserve above the limit so operators can read /stats and

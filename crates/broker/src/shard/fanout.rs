@@ -8,7 +8,7 @@ use corecast_proto::glob::glob_match;
 
 use super::{PendingKind, Shard};
 use crate::delivery::{FrameCache, Via};
-use crate::msg::{Message, MessageView, Name, Ns, ShardMsg};
+use crate::msg::{Message, MessageView, Name, Ns, Position, ShardMsg};
 
 /// FNV-1a: a fixed hash so every shard (and every restart) agrees on channel owners.
 pub fn channel_hash(name: &[u8]) -> u64 {
@@ -39,22 +39,34 @@ impl Shard {
         }
     }
 
-    /// Publishes on the owner: assigns the sequence number and hands the message to every
-    /// interested shard, itself first. `payload` is the message's payload as a handle when
-    /// the caller already has one (a publish from another shard); otherwise it is copied
-    /// once, and only if another shard needs it. Returns the subscriber count.
-    pub(super) fn fanout(&mut self, mut msg: MessageView<'_>, payload: Option<&Bytes>) -> i64 {
+    /// Publishes on the owner: assigns the sequence number, keeps the message in the
+    /// channel's history (when on) and hands it to every interested shard, itself first.
+    /// `payload` is the message's payload as a handle when the caller already has one (a
+    /// publish from another shard); otherwise it is copied once, and only if another shard
+    /// or the history needs it. Returns the subscriber count and the message's position.
+    pub(super) fn fanout(
+        &mut self,
+        mut msg: MessageView<'_>,
+        payload: Option<&Bytes>,
+    ) -> (i64, Position) {
         let mut count = 0i64;
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         let mut name = None;
-        if let Some((stored, oc)) = self.owned.get_mut(msg.ns, msg.channel) {
+        let history_len = self.cfg.history.size;
+        if let Some((stored, oc)) = self.owned.for_publish(msg.ns, msg.channel, history_len > 0) {
             oc.seq += 1;
+            oc.last_publish_ns = msg.ts_ns;
             msg.seq = oc.seq;
+            msg.epoch = oc.epoch;
             count += oc.total as i64;
             targets.extend((0..self.shards).filter(|&s| oc.per_shard[s] > 0));
             name = Some(stored.clone());
         }
+        let pos = Position {
+            epoch: msg.epoch,
+            seq: msg.seq,
+        };
         // The message as other shards get it: made on first need, then shared.
         let mut shared: Option<Arc<Message>> = None;
         let mut share = |msg: &MessageView<'_>, name: Option<&Name>| {
@@ -64,6 +76,7 @@ impl Shard {
                         ns: msg.ns,
                         channel: name.cloned().unwrap_or_else(|| Name::from(msg.channel)),
                         seq: msg.seq,
+                        epoch: msg.epoch,
                         payload: payload
                             .cloned()
                             .unwrap_or_else(|| Bytes::copy_from_slice(msg.payload)),
@@ -73,6 +86,16 @@ impl Shard {
                 })
                 .clone()
         };
+        if history_len > 0 && msg.seq > 0 {
+            let stored = share(&msg, name.as_ref());
+            if let Some((_, oc)) = self.owned.get_mut(msg.ns, msg.channel) {
+                let delta = oc
+                    .history
+                    .get_or_insert_with(Default::default)
+                    .push(stored, history_len);
+                self.owned.history_changed(delta);
+            }
+        }
         for &s in &targets {
             if s == self.id {
                 // Local subscribers get it now, as Redis does: before the publisher's
@@ -110,19 +133,30 @@ impl Shard {
             }
         }
         self.targets = targets;
-        count
+        (count, pos)
     }
 
     /// Publishes a client's message: on this shard when it owns the channel (returning the
-    /// receiver count at once), otherwise through the owner, with the count arriving later
-    /// in a held reply slot of connection `key` (`None` is returned).
-    pub(super) fn publish(&mut self, key: usize, msg: MessageView<'_>) -> Option<i64> {
+    /// receiver count and position at once), otherwise through the owner, with the answer
+    /// arriving later in a held reply slot of connection `key` (`None` is returned); `tag`
+    /// is the front-end's correlation for that answer.
+    pub(super) fn publish(
+        &mut self,
+        key: usize,
+        msg: MessageView<'_>,
+        tag: Option<Box<[u8]>>,
+    ) -> Option<(i64, Position)> {
         self.counters.published += 1;
         let owner = self.owner_of(msg.channel);
         if owner == self.id {
             return Some(self.fanout(msg, None));
         }
-        let slot = self.hold(key, 1, PendingKind::Count(0));
+        let kind = PendingKind::Publish {
+            receivers: 0,
+            pos: Position { epoch: 0, seq: 0 },
+            tag,
+        };
+        let slot = self.hold(key, 1, kind);
         self.send_to(
             owner,
             ShardMsg::Publish {

@@ -1,12 +1,21 @@
-//! The HTTP front-end. This issue serves the operational routes (`/healthz`, `/stats`,
-//! `/metrics`); WebSocket, SSE and publish land on the same connections later.
+//! The HTTP/1.1 front-end: request heads and bodies (sans-IO in `corecast_proto::http`),
+//! keep-alive and pipelining, and the routes: `POST /pub`, the upgrades to WebSocket
+//! (`GET /ws`, see `ws.rs`) and SSE (`GET /sse`, see `sse.rs`), and the operational
+//! `/healthz`, `/stats`, `/metrics`.
 
-use crate::config::limits::{MAX_HEAD_BYTES, STATS_REUSE_NS};
 use bytes::Bytes;
-use corecast_proto::http::{parse_request_head, response, response_head};
+use corecast_proto::http::{
+    body_framing, parse_head, response_head, response_with, BodyDecoder, BodyFraming, Limits,
+    RequestHead,
+};
 
 use super::Shard;
+use crate::config::limits::STATS_REUSE_NS;
 use crate::conn::Life;
+use crate::delivery::position;
+use crate::msg::{MessageView, Name, Ns, Position};
+use crate::pending::PendingKind;
+use crate::session::{PendingBody, Session};
 use crate::stats::{render_json, render_prometheus};
 
 /// The last rendered stats bodies of a shard, with the time they were rendered.
@@ -23,100 +32,352 @@ enum StatsFormat {
     Prometheus,
 }
 
+/// A complete answer to one request.
+struct Answer<'a> {
+    status: u16,
+    reason: &'a str,
+    content_type: &'a str,
+    extra: &'a [&'a str],
+    body: Bytes,
+}
+
+impl<'a> Answer<'a> {
+    fn text(status: u16, reason: &'a str, body: &'static str) -> Self {
+        Self {
+            status,
+            reason,
+            content_type: "text/plain",
+            extra: &[],
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+}
+
+/// The answer to a publish that waited for its owner (`tag` holds the keep-alive flag).
+pub(super) fn encode_answer(value: PendingKind) -> Bytes {
+    let PendingKind::Publish {
+        receivers,
+        pos,
+        tag,
+    } = value
+    else {
+        return Bytes::new();
+    };
+    let keep_alive = tag.is_some_and(|t| t.first() == Some(&1));
+    Bytes::from(publish_response(receivers, pos, keep_alive))
+}
+
+fn publish_response(receivers: i64, pos: Position, keep_alive: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    corecast_proto::native::publish_answer(
+        &mut body,
+        position(pos.epoch, pos.seq),
+        receivers.max(0) as u64,
+    );
+    let mut out = Vec::new();
+    response_with(
+        &mut out,
+        200,
+        "OK",
+        "application/json",
+        &[],
+        &body,
+        keep_alive,
+    );
+    out
+}
+
+/// Whether a `Content-Type` value names JSON (`application/json`, `application/*+json`).
+fn is_json_type(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    let media = String::from_utf8_lossy(media).trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
 impl Shard {
+    fn http_limits(&self) -> Limits {
+        Limits {
+            max_head_bytes: self.cfg.http.max_head_bytes,
+            max_headers: self.cfg.http.max_headers,
+            max_body_bytes: self.cfg.http.max_body_bytes,
+        }
+    }
+
     /// Handles complete requests in `data`; returns bytes consumed. Stops early (stalling
-    /// the connection) once the client has `max_pending_bytes` of responses unread.
+    /// the connection) once the client has `max_pending_bytes` of responses unread, and
+    /// after an upgrade (the rest belongs to the new protocol).
     pub(super) fn http_process(&mut self, key: usize, data: &[u8]) -> usize {
         let mut pos = 0;
-        while pos < data.len() && self.conns[key].life == Life::Open {
+        while self.conns[key].life == Life::Open {
+            let Session::Http(session) = &self.conns[key].session else {
+                break;
+            };
+            if session.body.is_some() {
+                let (used, done) = self.http_body(key, &data[pos..]);
+                pos += used;
+                if !done {
+                    break;
+                }
+                continue;
+            }
+            if pos >= data.len() {
+                break;
+            }
             if let Some(reason) = self.pause_reason(key) {
                 self.stall(key, reason);
                 break;
             }
-            match parse_request_head(&data[pos..], MAX_HEAD_BYTES) {
+            match parse_head(&data[pos..], &self.http_limits()) {
                 Ok(Some((head, n))) => {
                     pos += n;
-                    let has_body = head.header("content-length").is_some_and(|v| v != b"0")
-                        || head.header("transfer-encoding").is_some();
-                    let keep_alive = head.keep_alive && !has_body;
-                    // HEAD gets GET's status and headers, and no body (RFC 9110 §9.3.2).
-                    let (get, head_only) = match head.method.as_str() {
-                        "GET" => (true, false),
-                        "HEAD" => (true, true),
-                        _ => (false, false),
-                    };
-                    let (status, reason, content_type, body): (u16, &str, &str, Bytes) =
-                        match (get, head.path.as_str()) {
-                            (true, "/healthz") => {
-                                (200, "OK", "text/plain", Bytes::from_static(b"ok\n"))
-                            }
-                            (true, "/stats") => (
-                                200,
-                                "OK",
-                                "application/json",
-                                self.stats_body(StatsFormat::Json),
-                            ),
-                            (true, "/metrics") => (
-                                200,
-                                "OK",
-                                "text/plain; version=0.0.4; charset=utf-8",
-                                self.stats_body(StatsFormat::Prometheus),
-                            ),
-                            (false, "/healthz" | "/stats" | "/metrics") => (
-                                405,
-                                "Method Not Allowed",
-                                "text/plain",
-                                Bytes::from_static(b"method not allowed\n"),
-                            ),
-                            _ => (
-                                404,
-                                "Not Found",
-                                "text/plain",
-                                Bytes::from_static(b"not found\n"),
-                            ),
-                        };
-                    let mut out = Vec::new();
-                    if head_only {
-                        response_head(
-                            &mut out,
-                            status,
-                            reason,
-                            content_type,
-                            body.len(),
-                            keep_alive,
-                        );
-                    } else {
-                        response(&mut out, status, reason, content_type, &body, keep_alive);
-                    }
-                    let conn = &mut self.conns[key];
-                    conn.out.reply(&out);
-                    if !keep_alive {
-                        conn.life = Life::CloseAfterFlush;
-                    }
-                    self.mark_dirty(key);
+                    self.counters.http_requests += 1;
+                    self.http_request(key, head);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.counters.protocol_errors += 1;
-                    let mut out = Vec::new();
-                    let body = format!("bad request: {e}\n");
-                    response(
-                        &mut out,
-                        400,
-                        "Bad Request",
-                        "text/plain",
-                        body.as_bytes(),
-                        false,
-                    );
-                    let conn = &mut self.conns[key];
-                    conn.out.reply(&out);
-                    conn.life = Life::CloseAfterFlush;
-                    self.mark_dirty(key);
+                    let body = format!("{e}\n");
+                    self.http_fail(key, e.status(), e.reason(), body.as_bytes());
                     pos = data.len();
                 }
             }
         }
         pos
+    }
+
+    /// Answers with an error and closes after it: the rest of the input cannot be trusted
+    /// to start a request.
+    fn http_fail(&mut self, key: usize, status: u16, reason: &str, body: &[u8]) {
+        self.counters.http_errors += 1;
+        let mut out = Vec::new();
+        response_with(&mut out, status, reason, "text/plain", &[], body, false);
+        let conn = &mut self.conns[key];
+        conn.out.reply(&out);
+        conn.life = Life::CloseAfterFlush;
+        self.mark_dirty(key);
+    }
+
+    /// Queues a complete answer; closes after it unless `keep_alive`.
+    fn http_answer(&mut self, key: usize, a: Answer<'_>, keep_alive: bool, head_only: bool) {
+        if a.status >= 400 {
+            self.counters.http_errors += 1;
+        }
+        let mut out = Vec::new();
+        if head_only {
+            response_head(
+                &mut out,
+                a.status,
+                a.reason,
+                a.content_type,
+                a.body.len(),
+                keep_alive,
+            );
+        } else {
+            response_with(
+                &mut out,
+                a.status,
+                a.reason,
+                a.content_type,
+                a.extra,
+                &a.body,
+                keep_alive,
+            );
+        }
+        self.http_reply(key, &out, keep_alive);
+    }
+
+    /// Queues response bytes and restarts the head deadline for the next request.
+    fn http_reply(&mut self, key: usize, bytes: &[u8], keep_alive: bool) {
+        let deadline = self.now_ns + self.cfg.http.head_timeout_ms * 1_000_000;
+        let conn = &mut self.conns[key];
+        conn.out.reply(bytes);
+        if !keep_alive {
+            conn.life = Life::CloseAfterFlush;
+        }
+        if let Session::Http(s) = &mut conn.session {
+            s.head_deadline_ns = deadline;
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Routes one request.
+    fn http_request(&mut self, key: usize, head: RequestHead) {
+        let method = head.method.as_str();
+        let framing = body_framing(&head, &self.http_limits());
+        // Only `POST /pub` reads a body; any other request that has one is answered and the
+        // connection closed, so the body is never mistaken for the next request.
+        let has_body = !matches!(framing, Ok(BodyFraming::Empty) | Ok(BodyFraming::Length(0)));
+        let keep_alive = head.keep_alive && !has_body;
+        let (get, head_only) = match method {
+            "GET" => (true, false),
+            "HEAD" => (true, true),
+            _ => (false, false),
+        };
+        let answer = match head.path.as_str() {
+            "/pub" if method == "POST" => return self.http_publish(key, &head),
+            "/ws" if method == "GET" => return self.ws_upgrade(key, &head),
+            "/sse" if method == "GET" => return self.sse_start(key, &head),
+            "/healthz" if get => Answer::text(200, "OK", "ok\n"),
+            "/stats" if get => Answer {
+                status: 200,
+                reason: "OK",
+                content_type: "application/json",
+                extra: &[],
+                body: self.stats_body(StatsFormat::Json),
+            },
+            "/metrics" if get => Answer {
+                status: 200,
+                reason: "OK",
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                extra: &[],
+                body: self.stats_body(StatsFormat::Prometheus),
+            },
+            "/pub" => Answer {
+                extra: &["Allow: POST"],
+                ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
+            },
+            "/ws" | "/sse" => Answer {
+                extra: &["Allow: GET"],
+                ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
+            },
+            "/healthz" | "/stats" | "/metrics" => Answer {
+                extra: &["Allow: GET, HEAD"],
+                ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
+            },
+            _ => Answer::text(404, "Not Found", "not found\n"),
+        };
+        self.http_answer(key, answer, keep_alive, head_only);
+    }
+
+    /// `POST /pub?ch=NAME`: reads the body (see `http_body`), then publishes it.
+    fn http_publish(&mut self, key: usize, head: &RequestHead) {
+        let channel = corecast_proto::http::query_params(&head.query)
+            .find(|(k, _)| k.as_ref() == b"ch")
+            .map(|(_, v)| v.into_owned());
+        let channel = match channel {
+            Some(c) if !c.is_empty() && c.len() <= self.cfg.max_bulk_len => c,
+            _ => {
+                return self.http_fail(
+                    key,
+                    400,
+                    "Bad Request",
+                    b"POST /pub needs a channel: /pub?ch=NAME\n",
+                )
+            }
+        };
+        let framing = match body_framing(head, &self.http_limits()) {
+            Ok(f) => f,
+            Err(e) => {
+                let body = format!("{e}\n");
+                return self.http_fail(key, e.status(), e.reason(), body.as_bytes());
+            }
+        };
+        let json = head.header("content-type").is_some_and(is_json_type);
+        let pending = PendingBody {
+            decoder: BodyDecoder::new(framing, self.cfg.http.max_body_bytes),
+            body: Vec::new(),
+            channel: Name::from(channel),
+            json,
+            keep_alive: head.keep_alive,
+        };
+        if let Session::Http(s) = &mut self.conns[key].session {
+            s.body = Some(Box::new(pending));
+        }
+    }
+
+    /// Feeds body bytes of a `POST /pub`; publishes once the body is complete. Returns the
+    /// bytes used and whether the body is done (the next request may start).
+    fn http_body(&mut self, key: usize, data: &[u8]) -> (usize, bool) {
+        let Session::Http(s) = &mut self.conns[key].session else {
+            return (0, false);
+        };
+        let Some(p) = s.body.as_mut() else {
+            return (0, true);
+        };
+        let (used, done) = match p.decoder.decode(data, &mut p.body) {
+            Ok(r) => r,
+            Err(e) => {
+                s.body = None;
+                let body = format!("{e}\n");
+                self.http_fail(key, e.status(), e.reason(), body.as_bytes());
+                return (data.len(), true);
+            }
+        };
+        if !done {
+            return (used, false);
+        }
+        let Some(p) = s.body.take() else {
+            return (used, true);
+        };
+        let p = *p;
+        if p.json && !corecast_proto::json::is_valid(&p.body) {
+            self.http_fail(
+                key,
+                400,
+                "Bad Request",
+                b"the body is declared JSON but is not valid JSON\n",
+            );
+            return (used, true);
+        }
+        let msg = MessageView {
+            ns: Ns::Plain,
+            channel: &p.channel,
+            seq: 0,
+            epoch: 0,
+            payload: &p.body,
+            ts_ns: corecast_runtime::clock::now_ns(),
+            json: p.json,
+        };
+        let tag = Some(Box::from([u8::from(p.keep_alive)]));
+        match self.publish(key, msg, tag) {
+            Some((receivers, pos)) => {
+                let out = publish_response(receivers, pos, p.keep_alive);
+                self.http_reply(key, &out, p.keep_alive);
+            }
+            None => {
+                // The answer fills a held slot when the owner replies.
+                let deadline = self.now_ns + self.cfg.http.head_timeout_ms * 1_000_000;
+                let conn = &mut self.conns[key];
+                if !p.keep_alive {
+                    conn.life = Life::CloseAfterFlush;
+                }
+                if let Session::Http(s) = &mut conn.session {
+                    s.head_deadline_ns = deadline;
+                }
+            }
+        }
+        (used, true)
+    }
+
+    /// Whether a browser page from `origin` may open a stream or socket here.
+    pub(super) fn origin_allowed(&self, head: &RequestHead) -> bool {
+        let allowed = &self.cfg.ws.allowed_origins;
+        if allowed.is_empty() {
+            return true;
+        }
+        let Some(origin) = head.header("origin") else {
+            return false;
+        };
+        let origin = String::from_utf8_lossy(origin);
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim()))
+    }
+
+    /// Whether one more long-lived connection (WebSocket, SSE) fits under
+    /// `max_connections`: HTTP requests may use a small reserve above it so operators can
+    /// always read `/stats`, and an upgrade must not keep that reserve.
+    pub(super) fn upgrade_fits(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.shared.connections.load(Ordering::Relaxed) <= self.cfg.max_connections
+    }
+
+    /// Refuses an upgrade the connection limit does not allow.
+    pub(super) fn refuse_full(&mut self, key: usize) {
+        self.counters.rejected_connections += 1;
+        self.http_fail(
+            key,
+            503,
+            "Service Unavailable",
+            b"max number of clients reached\n",
+        );
     }
 
     /// The stats body in `format`, rendered at most once per `STATS_REUSE_NS`.
@@ -138,5 +399,20 @@ impl Shard {
         });
         *slot = Some((now, body.clone()));
         body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_type(b"application/json"));
+        assert!(is_json_type(b"Application/JSON; charset=utf-8"));
+        assert!(is_json_type(b"application/cloudevents+json"));
+        assert!(!is_json_type(b"text/plain"));
+        assert!(!is_json_type(b"application/jsonx"));
+        assert!(!is_json_type(b""));
     }
 }

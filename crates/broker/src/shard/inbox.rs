@@ -47,17 +47,18 @@ impl Shard {
                     ns,
                     channel: &channel,
                     seq: 0,
+                    epoch: 0,
                     payload: &payload,
                     ts_ns,
                     json,
                 };
-                let n = self.fanout(msg, Some(&payload));
+                let (receivers, pos) = self.fanout(msg, Some(&payload));
                 if let Some(pending) = reply {
                     self.send_to(
                         from,
                         ShardMsg::Reply {
                             pending,
-                            value: ReplyValue::Count(n),
+                            value: ReplyValue::Published { receivers, pos },
                         },
                     );
                 }
@@ -74,6 +75,21 @@ impl Shard {
             } => {
                 self.owned.apply(ns, &channel, from, delta);
                 self.ack(from, reply);
+            }
+            ShardMsg::Join {
+                ns,
+                channel,
+                since,
+                reply,
+            } => {
+                let joined = self.join_owned(ns, &channel, from, since);
+                self.send_to(
+                    from,
+                    ShardMsg::Reply {
+                        pending: reply,
+                        value: ReplyValue::Joined(Box::new(joined)),
+                    },
+                );
             }
             ShardMsg::PatDelta {
                 pattern,

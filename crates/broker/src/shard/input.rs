@@ -8,7 +8,8 @@ use corecast_runtime::RecvBuf;
 
 use super::{token, Shard};
 use crate::config::limits::PAUSED_INPUT_BYTES;
-use crate::conn::{Life, Protocol};
+use crate::conn::Life;
+use crate::session::Session;
 use crate::pause::{pause_reason, PauseReason};
 
 impl Shard {
@@ -150,11 +151,28 @@ impl Shard {
         }
     }
 
-    /// Hands bytes to the connection's protocol; returns how many it consumed.
+    /// Hands bytes to the connection's protocol; returns how many it consumed. An HTTP
+    /// request can upgrade the connection (WebSocket, SSE): what follows its head goes to
+    /// the new protocol.
     pub(super) fn process(&mut self, key: usize, data: &[u8]) -> usize {
-        match self.conns[key].session.protocol() {
-            Protocol::Resp => self.resp_process(key, data),
-            Protocol::Http => self.http_process(key, data),
+        let mut used = 0;
+        loop {
+            let conn = &self.conns[key];
+            let before = std::mem::discriminant(&conn.session);
+            let rest = &data[used..];
+            used += match &conn.session {
+                Session::Resp(_) => self.resp_process(key, rest),
+                Session::Http(_) => self.http_process(key, rest),
+                Session::Ws(_) => self.ws_process(key, rest),
+                Session::Sse(_) => self.sse_process(key, rest),
+            };
+            let Some(conn) = self.conns.get(key) else {
+                return used;
+            };
+            let upgraded = std::mem::discriminant(&conn.session) != before;
+            if !upgraded || used >= data.len() || conn.life != Life::Open || conn.stalled {
+                return used;
+            }
         }
     }
 

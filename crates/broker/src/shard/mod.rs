@@ -15,10 +15,14 @@ mod http;
 mod inbox;
 mod input;
 mod interest;
+mod join;
 mod mesh;
 mod replies;
 mod resp;
 mod send;
+mod sse;
+mod sweep;
+mod ws;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -133,6 +137,21 @@ pub struct Shard {
     now_ns: u64,
     stopping: bool,
     stop_deadline_ns: u64,
+    /// The frames of the last replayed list (see `join.rs`): resumers in a storm share them.
+    #[allow(clippy::type_complexity)]
+    replay_cache: Option<(
+        Arc<[Arc<crate::msg::Message>]>,
+        crate::delivery::Format,
+        std::rc::Rc<[crate::outbound::LocalFrame]>,
+    )>,
+    /// In a reconnect storm (see `sweep.rs`): SSE retry advice is raised.
+    storm: bool,
+    /// `counters.accepted` at the last sweep.
+    accepted_at_sweep: u64,
+    /// When the next once-a-second sweep runs.
+    next_sweep_ns: u64,
+    /// Connection keys of the sweep (kept to reuse the allocation).
+    sweep_keys: Vec<u32>,
 }
 
 impl Shard {
@@ -185,6 +204,11 @@ impl Shard {
             now_ns: 0,
             stopping: false,
             stop_deadline_ns: 0,
+            replay_cache: None,
+            storm: false,
+            accepted_at_sweep: 0,
+            next_sweep_ns: 0,
+            sweep_keys: Vec::new(),
             cfg,
             shared,
             io,
@@ -264,6 +288,7 @@ impl Shard {
                 self.arm_accept(idx);
             }
         }
+        self.maybe_sweep();
         self.publish_stats();
         if !self.stopping && self.shared.stop.load(Ordering::Relaxed) {
             self.begin_shutdown();

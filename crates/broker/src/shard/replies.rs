@@ -7,7 +7,9 @@ use std::sync::Arc;
 use corecast_proto::glob::glob_match;
 
 use super::{PendingKind, Shard};
-use crate::conn::{Life, Protocol};
+use crate::conn::Life;
+use crate::pending::JoinWait;
+use crate::session::Session;
 use crate::msg::{Query, ReplyValue, ShardMsg};
 use crate::pending::Pending;
 
@@ -49,10 +51,28 @@ impl Shard {
         // Each protocol encodes its own answers.
         let bytes = match p.kind {
             PendingKind::Ready(b) => b,
-            value => match self.conn_mut(p.conn).map(|c| c.session.protocol()) {
-                Some(Protocol::Resp) => super::resp::encode_answer(value),
+            PendingKind::Join(wait) => {
+                let JoinWait {
+                    ns,
+                    channel,
+                    tag,
+                    since,
+                    joined,
+                } = *wait;
+                let Some(joined) = joined else {
+                    debug_assert!(false, "a join completes with the owner's answer");
+                    return;
+                };
+                let held = Some((p.ticket, slot));
+                self.joined(p.conn, held, ns, &channel, tag.as_deref(), since, joined);
+                return;
+            }
+            value => match self.conn_mut(p.conn).map(|c| &c.session) {
+                Some(Session::Resp(_)) => super::resp::encode_answer(value),
+                Some(Session::Ws(_)) => super::ws::encode_answer(value),
+                Some(Session::Http(_)) => super::http::encode_answer(value),
                 // The connection is gone (or cannot hold such a reply): nothing to fill.
-                Some(Protocol::Http) | None => return,
+                Some(Session::Sse(_)) | None => return,
             },
         };
         let key = p.conn.key as usize;

@@ -150,7 +150,10 @@ pub(super) fn encode_answer(value: PendingKind) -> Bytes {
     let mut v = Vec::new();
     match value {
         PendingKind::Ready(b) => return b,
-        PendingKind::Count(n) => return integer_reply(n),
+        PendingKind::Publish { receivers, .. } => return integer_reply(receivers),
+        // A RESP connection never joins through the owner (its subscriptions are live at
+        // once, confirmed by acknowledgement).
+        PendingKind::Join(_) => return Bytes::new(),
         PendingKind::NumSub(names, counts) => {
             encode::array_header(&mut v, names.len() * 2);
             for (name, n) in names.iter().zip(counts) {

@@ -87,11 +87,12 @@ impl Shard {
             ns,
             channel,
             seq: 0,
+            epoch: 0,
             payload,
             ts_ns: corecast_runtime::clock::now_ns(),
             json: corecast_proto::json::is_valid(payload),
         };
-        if let Some(n) = self.publish(key, msg) {
+        if let Some((n, _)) = self.publish(key, msg, None) {
             self.reply_with(key, |b| encode::integer(b, n));
         }
     }

@@ -1,0 +1,222 @@
+//! The native JSON envelope as a subscriber sees it, read without building a JSON tree:
+//! the top-level fields of one object, each value as its raw bytes. Deliveries
+//! (`{"ch":..,"seq":..,"data":..}`), acknowledgements (`{"op":"ok",..}`), resets and errors
+//! are told apart by `op`. This runs once per delivery, so it only scans.
+
+/// Top-level fields of a server message; strings are raw (between the quotes, escapes kept),
+/// `data` is the raw JSON value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// `op` (absent on deliveries).
+    pub op: Option<&'a [u8]>,
+    /// `ch`.
+    pub ch: Option<&'a [u8]>,
+    /// `seq`.
+    pub seq: Option<u64>,
+    /// `first` (reset notices).
+    pub first: Option<u64>,
+    /// `id` (acknowledgements), when a number.
+    pub id: Option<u64>,
+    /// `epoch`.
+    pub epoch: Option<&'a [u8]>,
+    /// `data`: the published JSON, spliced.
+    pub data: Option<&'a [u8]>,
+}
+
+/// Reads the top-level fields of the JSON object `msg`.
+pub fn parse_envelope(msg: &[u8]) -> Result<Envelope<'_>, String> {
+    let mut e = Envelope::default();
+    let mut i = ws(msg, 0);
+    if msg.get(i) != Some(&b'{') {
+        return Err(bad(msg, "not an object"));
+    }
+    i = ws(msg, i + 1);
+    if msg.get(i) == Some(&b'}') {
+        return end(msg, i + 1, e);
+    }
+    loop {
+        if msg.get(i) != Some(&b'"') {
+            return Err(bad(msg, "expected a key"));
+        }
+        let key_end = skip_string(msg, i).ok_or_else(|| bad(msg, "unterminated key"))?;
+        let key = &msg[i + 1..key_end - 1];
+        i = ws(msg, key_end);
+        if msg.get(i) != Some(&b':') {
+            return Err(bad(msg, "expected ':'"));
+        }
+        i = ws(msg, i + 1);
+        let v_end = skip_value(msg, i).ok_or_else(|| bad(msg, "bad value"))?;
+        let v = &msg[i..v_end];
+        match key {
+            b"op" => e.op = Some(string(v).ok_or_else(|| bad(msg, "op"))?),
+            b"ch" => e.ch = Some(string(v).ok_or_else(|| bad(msg, "ch"))?),
+            b"epoch" => e.epoch = Some(string(v).ok_or_else(|| bad(msg, "epoch"))?),
+            b"seq" => e.seq = Some(number(v).ok_or_else(|| bad(msg, "seq"))?),
+            b"first" => e.first = Some(number(v).ok_or_else(|| bad(msg, "first"))?),
+            b"id" => e.id = number(v),
+            b"data" => e.data = Some(v),
+            _ => {}
+        }
+        i = ws(msg, v_end);
+        match msg.get(i) {
+            Some(b',') => i = ws(msg, i + 1),
+            Some(b'}') => return end(msg, i + 1, e),
+            _ => return Err(bad(msg, "expected ',' or '}'")),
+        }
+    }
+}
+
+fn end<'a>(msg: &'a [u8], i: usize, e: Envelope<'a>) -> Result<Envelope<'a>, String> {
+    if ws(msg, i) == msg.len() {
+        Ok(e)
+    } else {
+        Err(bad(msg, "bytes after the object"))
+    }
+}
+
+fn bad(msg: &[u8], what: &str) -> String {
+    format!(
+        "bad server message ({what}): {:?}",
+        String::from_utf8_lossy(&msg[..msg.len().min(200)])
+    )
+}
+
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive, after the closing quote) of the string starting at `b[i] == '"'`.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        match b.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+}
+
+/// End of the JSON value starting at `i` (containers are matched by depth, strings skipped;
+/// scalars run to the next delimiter and are checked only when read).
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let n = b[i..]
+                .iter()
+                .position(|&c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
+                .unwrap_or(b.len() - i);
+            (n > 0).then_some(i + n)
+        }
+    }
+}
+
+fn string(v: &[u8]) -> Option<&[u8]> {
+    (v.len() >= 2 && v[0] == b'"').then(|| &v[1..v.len() - 1])
+}
+
+fn number(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_acks_resets_and_errors() {
+        let d = parse_envelope(br#"{"ch":"c0","seq":43,"data":{"a":[1,"}"],"b":"\""}}"#).unwrap();
+        assert_eq!(d.op, None);
+        assert_eq!(d.ch, Some(&b"c0"[..]));
+        assert_eq!(d.seq, Some(43));
+        assert_eq!(d.data, Some(&br#"{"a":[1,"}"],"b":"\""}"#[..]));
+        let d = parse_envelope(br#"{"ch":"c0","seq":1,"data":"\"x\\"}"#).unwrap();
+        assert_eq!(d.data, Some(&br#""\"x\\""#[..]));
+        let d = parse_envelope(b" { \"data\" : -1.5e3 , \"seq\" : 7 } ").unwrap();
+        assert_eq!((d.data, d.seq), (Some(&b"-1.5e3"[..]), Some(7)));
+        let ok =
+            parse_envelope(br#"{"op":"ok","id":1,"ch":"c0","epoch":"1f3a","seq":42}"#).unwrap();
+        assert_eq!(ok.op, Some(&b"ok"[..]));
+        assert_eq!((ok.id, ok.seq), (Some(1), Some(42)));
+        assert_eq!(ok.epoch, Some(&b"1f3a"[..]));
+        let r =
+            parse_envelope(br#"{"op":"reset","ch":"c","epoch":"2","first":10,"seq":99}"#).unwrap();
+        assert_eq!((r.first, r.seq), (Some(10), Some(99)));
+        let e = parse_envelope(br#"{"op":"error","id":3,"code":"bad","msg":"no"}"#).unwrap();
+        assert_eq!(e.op, Some(&b"error"[..]));
+        assert_eq!(parse_envelope(b"{}").unwrap(), Envelope::default());
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        for m in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"{\"ch\"",
+            b"{\"ch\":}",
+            b"{\"seq\":\"1\"}",
+            b"{\"seq\":-1}",
+            b"{\"seq\":1",
+            b"{\"seq\":1}x",
+            b"{\"data\":[1,2}",
+            b"{\"data\":\"abc}",
+            b"{ch:1}",
+        ] {
+            assert!(
+                parse_envelope(m).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(m)
+            );
+        }
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_data() {
+        for data in [
+            r#""plain""#,
+            r#"{"nested":{"deep":[1,2,{"x":"]}"}]}}"#,
+            "[1, 2, 3]",
+            "true",
+            "null",
+            "12345",
+            r#""\u00e9\n\"""#,
+        ] {
+            let msg = format!(r#"{{"ch":"x","seq":5,"data":{data}}}"#);
+            let e = parse_envelope(msg.as_bytes()).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
+            let ours: serde_json::Value = serde_json::from_slice(e.data.unwrap()).unwrap();
+            assert_eq!(ours, v["data"]);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Once-a-second work over every connection and owned channel: HTTP head deadlines
+//! (slowloris), WebSocket pings and their deadline, SSE heartbeats and `retry:` advice, the
+//! reconnect-storm detector, and history expiry and budget. One walk a second of a slab of
+//! tens of thousands of connections costs well under a millisecond, and needs no timer per
+//! connection.
+
+use super::Shard;
+use crate::conn::Life;
+use crate::session::Session;
+
+/// Period of the sweep.
+pub(super) const SWEEP_NS: u64 = 1_000_000_000;
+
+impl Shard {
+    /// Runs the sweep if it is due (called from the stats tick).
+    pub(super) fn maybe_sweep(&mut self) {
+        if self.now_ns < self.next_sweep_ns {
+            return;
+        }
+        let elapsed_ns = SWEEP_NS.max(self.now_ns - self.next_sweep_ns + SWEEP_NS);
+        self.next_sweep_ns = self.now_ns + SWEEP_NS;
+        self.detect_storm(elapsed_ns);
+        self.sweep_connections();
+        let ttl_ns = u64::from(self.cfg.history.ttl_s) * 1_000_000_000;
+        self.owned
+            .sweep(self.now_ns.saturating_sub(ttl_ns), self.cfg.history.max_bytes);
+        self.counters.history_bytes = self.owned.history_bytes() as u64;
+    }
+
+    /// A storm is an accept rate above `sse.storm_accepts_per_s` over the last sweep period;
+    /// it ends with the first period below it.
+    fn detect_storm(&mut self, elapsed_ns: u64) {
+        let accepted = self.counters.accepted - self.accepted_at_sweep;
+        self.accepted_at_sweep = self.counters.accepted;
+        let per_s = accepted.saturating_mul(1_000_000_000) / elapsed_ns.max(1);
+        let storm = per_s > u64::from(self.cfg.sse.storm_accepts_per_s);
+        if storm != self.storm {
+            tracing::info!(
+                shard = self.id,
+                accepts_per_s = per_s,
+                storm,
+                "reconnect storm {}",
+                if storm { "detected: raising SSE retry advice" } else { "over" }
+            );
+            self.storm = storm;
+        }
+        self.counters.sse_retry_ms = if storm {
+            self.cfg.sse.storm_retry_ms
+        } else {
+            self.cfg.sse.retry_ms
+        };
+    }
+
+    fn sweep_connections(&mut self) {
+        let mut keys = std::mem::take(&mut self.sweep_keys);
+        keys.clear();
+        keys.extend(self.conns.iter().map(|(k, _)| k as u32));
+        let ping_ns = u64::from(self.cfg.ws.ping_interval_s) * 1_000_000_000;
+        let (mut ws, mut sse) = (0, 0);
+        for &key in &keys {
+            let key = key as usize;
+            let now = self.now_ns;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.life != Life::Open {
+                continue;
+            }
+            match &mut conn.session {
+                Session::Http(h) => {
+                    if now > h.head_deadline_ns && conn.out.is_empty() && !conn.send_inflight {
+                        tracing::debug!(shard = self.id, key, "request head deadline passed");
+                        self.counters.head_timeouts += 1;
+                        self.begin_close(key);
+                    }
+                }
+                Session::Ws(s) => {
+                    ws += 1;
+                    if ping_ns == 0 || now < s.next_ping_ns {
+                        continue;
+                    }
+                    s.next_ping_ns = now + ping_ns;
+                    if s.awaiting_pong {
+                        self.counters.ws_ping_timeouts += 1;
+                        self.ws_close(key, corecast_proto::ws::close_code::GOING_AWAY, "ping timeout");
+                    } else {
+                        s.awaiting_pong = true;
+                        let mut out = Vec::new();
+                        corecast_proto::ws::frame(&mut out, corecast_proto::ws::opcode::PING, b"");
+                        conn.out.reply(&out);
+                        self.mark_dirty(key);
+                    }
+                }
+                Session::Sse(_) => {
+                    sse += 1;
+                    self.sse_tick(key);
+                }
+                Session::Resp(_) => {}
+            }
+        }
+        self.counters.ws_connections = ws;
+        self.counters.sse_connections = sse;
+        self.sweep_keys = keys;
+    }
+}
