@@ -12,9 +12,9 @@ use slab::Slab;
 
 use crate::config::{BrokerConfig, SlowConsumerPolicy};
 use crate::conn::{Conn, Life};
-use crate::session::Session;
 use crate::msg::{MessageView, Ns};
 use crate::outbound::{Frame, LocalFrame};
+use crate::session::Session;
 use crate::stats::Counters;
 use crate::tables::ConnRef;
 

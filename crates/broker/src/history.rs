@@ -18,6 +18,8 @@ pub struct History {
     /// of clients resume from the same position, and each gets this list (one `Arc` clone)
     /// instead of a walk of its own. Valid while the newest entry is unchanged.
     cached: Option<(u64, Arc<[Arc<Message>]>)>,
+    /// Replay lists built (cache misses), for the `replay_walks` counter.
+    walks: u64,
 }
 
 /// Bytes one message costs in history.
@@ -34,6 +36,11 @@ impl History {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Replay lists built so far (resumers served from the cache do not count).
+    pub fn walks(&self) -> u64 {
+        self.walks
     }
 
     /// Bytes held (see [`cost`]).
@@ -105,6 +112,7 @@ impl History {
                 return Replay::Messages(list.clone());
             }
         }
+        self.walks += 1;
         let skip = (since + 1 - first) as usize;
         let list: Arc<[Arc<Message>]> = self.entries.iter().skip(skip).cloned().collect();
         debug_assert_eq!(list.last().map(|m| m.seq), Some(last));
@@ -164,7 +172,11 @@ mod tests {
         let (Replay::Messages(a), Replay::Messages(b)) = (h.replay(2, 5), h.replay(2, 5)) else {
             panic!("expected messages");
         };
-        assert!(Arc::ptr_eq(&a, &b), "the second resumer reuses the first walk");
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second resumer reuses the first walk"
+        );
+        assert_eq!(h.walks(), 1);
         h.push(msg(6, 6), 8);
         let Replay::Messages(c) = h.replay(2, 6) else {
             panic!()

@@ -173,7 +173,11 @@ mod tests {
         let done = p.complete(slot, published(1, 9)).expect("complete");
         assert!(matches!(
             done.kind,
-            PendingKind::Publish { receivers: 8, pos: Position { epoch: 7, seq: 9 }, .. }
+            PendingKind::Publish {
+                receivers: 8,
+                pos: Position { epoch: 7, seq: 9 },
+                ..
+            }
         ));
         assert!(p.is_empty());
         assert!(p.complete(slot, published(1, 1)).is_none(), "stale slot");

@@ -89,12 +89,15 @@ pub struct Counters {
     pub resumes: u64,
     /// Resumes refused because history no longer held the whole gap or the epoch changed (the client got a reset notice).
     pub resume_resets: u64,
+    /// Replay lists built from history. Resumers from the same position share one list, so
+    /// a reconnect storm of thousands of clients on one channel costs one walk, not one each.
+    pub replay_walks: u64,
     /// Bytes of channel history this shard holds (gauge).
     pub history_bytes: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 38] {
+    fn fields(&self) -> [(&'static str, u64, bool); 39] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -138,6 +141,7 @@ impl Counters {
             ("sse_retry_ms", self.sse_retry_ms, true),
             ("resumes", self.resumes, false),
             ("resume_resets", self.resume_resets, false),
+            ("replay_walks", self.replay_walks, false),
             ("history_bytes", self.history_bytes, true),
         ]
     }
@@ -181,6 +185,7 @@ impl Counters {
             sse_heartbeats,
             resumes,
             resume_resets,
+            replay_walks,
             history_bytes
         );
         // Advice is a value, not a sum: the highest any shard gives.

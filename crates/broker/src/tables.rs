@@ -200,7 +200,10 @@ pub struct OwnedChannel {
     /// Recent messages, when history is on and something was published (boxed: most
     /// channels of an idle gateway have none).
     pub history: Option<Box<History>>,
-    /// When the last message was published (CLOCK_MONOTONIC ns), for the history budget.
+    /// When the last message was published or the last subscriber left (CLOCK_MONOTONIC
+    /// ns): the history budget drops the least recently published histories first, and
+    /// with history on an idle channel is kept `history.ttl_s` past this, so a subscriber
+    /// that left a quiet channel can still resume it.
     pub last_publish_ns: u64,
 }
 
@@ -228,6 +231,9 @@ pub struct Owned {
     epochs_drawn: u64,
     /// History bytes held across channels.
     history_bytes: usize,
+    /// History is on: a channel whose last subscriber leaves is kept until the sweep finds
+    /// it idle for the history TTL, so its position stays resumable meanwhile.
+    keep_idle: bool,
 }
 
 impl Owned {
@@ -242,7 +248,13 @@ impl Owned {
             epochs: RandomState::new(),
             epochs_drawn: 0,
             history_bytes: 0,
+            keep_idle: false,
         }
+    }
+
+    /// Keeps channels left without subscribers until the sweep expires them (history on).
+    pub fn keep_idle_channels(&mut self, keep: bool) {
+        self.keep_idle = keep;
     }
 
     fn new_channel(&mut self) -> OwnedChannel {
@@ -278,7 +290,9 @@ impl Owned {
             debug_assert!(c.per_shard[shard] >= d, "unsubscribe without subscribe");
             c.per_shard[shard] = c.per_shard[shard].saturating_sub(d);
             c.total = c.total.saturating_sub(d);
-            if c.forgettable() {
+            if c.total == 0 && self.keep_idle {
+                c.last_publish_ns = corecast_runtime::clock::now_ns();
+            } else if c.forgettable() {
                 self.channels[ns as usize].swap_remove(channel.as_ref());
             }
         }
@@ -331,7 +345,7 @@ impl Owned {
                         c.history = None;
                     }
                 }
-                let keep = !c.forgettable();
+                let keep = !c.forgettable() || c.last_publish_ns >= cutoff_ns;
                 forgotten += usize::from(!keep);
                 keep
             });

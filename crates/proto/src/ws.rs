@@ -640,13 +640,11 @@ impl Decoder {
         };
         let payload_at = mask_at + 4;
         let end = payload_at.saturating_add(len);
-        let (Some(mask), Some(payload)) = (
+        // The whole frame must be here; a partial one is left for the next call.
+        let (Some(Ok(mask)), Some(payload)) = (
             input.get(mask_at..payload_at).map(<[u8; 4]>::try_from),
             input.get(payload_at..end),
         ) else {
-            return Ok((0, None));
-        };
-        let Ok(mask) = mask else {
             return Ok((0, None));
         };
         if control {

@@ -358,7 +358,9 @@ impl Shard {
             return false;
         };
         let origin = String::from_utf8_lossy(origin);
-        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim()))
+        allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(origin.trim()))
     }
 
     /// Whether one more long-lived connection (WebSocket, SSE) fits under

@@ -9,8 +9,8 @@ use corecast_runtime::RecvBuf;
 use super::{token, Shard};
 use crate::config::limits::PAUSED_INPUT_BYTES;
 use crate::conn::Life;
-use crate::session::Session;
 use crate::pause::{pause_reason, PauseReason};
+use crate::session::Session;
 
 impl Shard {
     /// Arms the connection's multishot receive (buffers come from the driver's ring).

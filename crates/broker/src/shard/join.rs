@@ -40,7 +40,12 @@ impl Shard {
                 first: first().unwrap_or(oc.seq + 1),
             },
             Some(p) => match oc.history.as_mut() {
-                Some(h) => h.replay(p.seq, oc.seq),
+                Some(h) => {
+                    let walks = h.walks();
+                    let replay = h.replay(p.seq, oc.seq);
+                    self.counters.replay_walks += h.walks() - walks;
+                    replay
+                }
                 None if p.seq == oc.seq => Replay::Nothing,
                 None => Replay::Reset { first: oc.seq + 1 },
             },

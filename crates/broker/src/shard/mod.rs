@@ -187,7 +187,11 @@ impl Shard {
             conns: Slab::with_capacity(per_shard),
             next_gen: 1,
             local: Local::with_capacity(per_shard),
-            owned: Owned::new(shards, per_shard),
+            owned: {
+                let mut owned = Owned::new(shards, per_shard);
+                owned.keep_idle_channels(cfg.history.size > 0);
+                owned
+            },
             patterns: Patterns::new(shards),
             pending: PendingReplies::default(),
             dirty: Vec::new(),

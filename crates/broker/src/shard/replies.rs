@@ -8,10 +8,10 @@ use corecast_proto::glob::glob_match;
 
 use super::{PendingKind, Shard};
 use crate::conn::Life;
-use crate::pending::JoinWait;
-use crate::session::Session;
 use crate::msg::{Query, ReplyValue, ShardMsg};
+use crate::pending::JoinWait;
 use crate::pending::Pending;
+use crate::session::Session;
 
 impl Shard {
     /// Registers a reply that completes after `remaining` answers; queues its slot on the

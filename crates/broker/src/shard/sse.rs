@@ -30,7 +30,9 @@ impl Shard {
         }
         let base = self.cfg.sse.storm_retry_ms;
         let gen = self.conns.get(key).map_or(0, |c| c.gen);
-        let h = crate::shard::fanout::channel_hash(&[key.to_le_bytes(), u64::from(gen).to_le_bytes()].concat());
+        let h = crate::shard::fanout::channel_hash(
+            &[key.to_le_bytes(), u64::from(gen).to_le_bytes()].concat(),
+        );
         base + (h % 512) * base / 1024
     }
 

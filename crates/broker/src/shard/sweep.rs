@@ -22,8 +22,10 @@ impl Shard {
         self.detect_storm(elapsed_ns);
         self.sweep_connections();
         let ttl_ns = u64::from(self.cfg.history.ttl_s) * 1_000_000_000;
-        self.owned
-            .sweep(self.now_ns.saturating_sub(ttl_ns), self.cfg.history.max_bytes);
+        self.owned.sweep(
+            self.now_ns.saturating_sub(ttl_ns),
+            self.cfg.history.max_bytes,
+        );
         self.counters.history_bytes = self.owned.history_bytes() as u64;
     }
 
@@ -40,7 +42,11 @@ impl Shard {
                 accepts_per_s = per_s,
                 storm,
                 "reconnect storm {}",
-                if storm { "detected: raising SSE retry advice" } else { "over" }
+                if storm {
+                    "detected: raising SSE retry advice"
+                } else {
+                    "over"
+                }
             );
             self.storm = storm;
         }
@@ -82,7 +88,11 @@ impl Shard {
                     s.next_ping_ns = now + ping_ns;
                     if s.awaiting_pong {
                         self.counters.ws_ping_timeouts += 1;
-                        self.ws_close(key, corecast_proto::ws::close_code::GOING_AWAY, "ping timeout");
+                        self.ws_close(
+                            key,
+                            corecast_proto::ws::close_code::GOING_AWAY,
+                            "ping timeout",
+                        );
                     } else {
                         s.awaiting_pong = true;
                         let mut out = Vec::new();

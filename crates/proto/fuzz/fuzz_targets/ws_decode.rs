@@ -7,12 +7,11 @@
 use corecast_proto::ws::{Decoder, Event, WsError};
 use libfuzzer_sys::fuzz_target;
 
+/// One thing a connection saw: a message (text flag and contents) or another event.
+type Seen = (Option<bool>, Vec<u8>, Option<Event>);
+
 /// What a connection sees: message contents, other events, and the error that ended it.
-fn run(
-    data: &[u8],
-    step: usize,
-    max: usize,
-) -> (Vec<(Option<bool>, Vec<u8>, Option<Event>)>, Option<WsError>) {
+fn run(data: &[u8], step: usize, max: usize) -> (Vec<Seen>, Option<WsError>) {
     let mut d = Decoder::new(max);
     let mut buf = Vec::new();
     let mut seen = Vec::new();
