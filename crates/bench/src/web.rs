@@ -10,7 +10,9 @@
 //! - `ws` with `--proto nats` (nats-server's websocket listener): the NATS protocol in
 //!   binary frames (CONNECT, SUB and PING; ready on the PONG; MSG deliveries; PING answered
 //!   with PONG). Frames are a byte stream: a NATS line may span frames.
-//! - `sse`: `GET /sse?ch=..` with `Accept: text/event-stream`; ready on the `200` head. Events
+//! - `sse`: `GET /sse?ch=..` with `Accept: text/event-stream`; subscribed once the first
+//!   event with an `id` arrives after the `200` head (corecast answers the join with an
+//!   id-only event; the head goes out before the subscription is in place). Events
 //!   as an EventSource reads them; the last `id` and `retry` are kept, and when the
 //!   connection ends (EOF, reset, or the storm's cut) it reconnects after `retry` ms (3000
 //!   when never advised) with `Last-Event-ID`, as an EventSource does. An answer other than
@@ -622,7 +624,19 @@ impl Ctx {
         }
         match self.plan.mode {
             SubMode::Sse => {
-                self.live(c);
+                // corecast sends the head before the subscription is in place; the event
+                // that carries the stream's first id (an id-only event, a reset or the first
+                // replayed message) says it is.
+                c.state = State::Subscribing;
+                if std::mem::take(&mut c.storm_pending) {
+                    self.web.storm_resubscribed.fetch_add(1, Ordering::AcqRel);
+                    if let Some(cut) = self.st.storm_cut_ns {
+                        self.st
+                            .storm_resub_us
+                            .saturating_record((self.now.saturating_sub(cut) / 1000).max(1));
+                        self.st.storm_last_resub_ns = self.st.storm_last_resub_ns.max(self.now);
+                    }
+                }
             }
             _ => {
                 let mut out = Vec::new();
@@ -653,15 +667,6 @@ impl Ctx {
             self.connecting -= 1;
             self.web.ready.fetch_add(1, Ordering::AcqRel);
         }
-        if std::mem::take(&mut c.storm_pending) {
-            self.web.storm_resubscribed.fetch_add(1, Ordering::AcqRel);
-            if let Some(cut) = self.st.storm_cut_ns {
-                self.st
-                    .storm_resub_us
-                    .saturating_record((self.now.saturating_sub(cut) / 1000).max(1));
-                self.st.storm_last_resub_ns = self.st.storm_last_resub_ns.max(self.now);
-            }
-        }
     }
 
     /// One SSE event from `data`, if complete; returns the bytes used (0: incomplete).
@@ -689,6 +694,9 @@ impl Ctx {
         if let Some(id) = ev.id {
             c.last_id.clear();
             c.last_id.extend_from_slice(id);
+            if c.state == State::Subscribing {
+                self.live(c);
+            }
         }
         if let Some(d) = ev.data {
             let env = parse_envelope(d).map_err(bad)?;

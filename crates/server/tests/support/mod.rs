@@ -393,3 +393,388 @@ pub fn per_shard(stats: &serde_json::Value, key: &str) -> Vec<u64> {
         .map(|s| s[key].as_u64().unwrap_or(0))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP/1.1 and WebSocket clients (it_ws_frames, it_http_front)
+// ---------------------------------------------------------------------------------------
+
+/// The sample key of RFC 6455 section 1.3 and the `Sec-WebSocket-Accept` the RFC gives for
+/// it, so the accept check does not depend on corecast's own SHA-1 and base64.
+pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// The mask every test client frame uses (non-zero, so unmasking is exercised).
+pub const WS_MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A valid upgrade request for `GET /ws` with `extra` header lines (each ending in CRLF).
+pub fn ws_upgrade_request(extra: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// An HTTP response: status, the head as text (status line and headers) and the body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+
+    /// The body as (lossy) text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A raw client connection on the HTTP listener: reads whole responses (bounded waits).
+pub struct HttpConn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Reads more bytes into `buf`; `Ok(false)` at EOF, `Err` on a timeout or socket error.
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut tmp = [0u8; 65536];
+    match stream.read(&mut tmp) {
+        Ok(0) => Ok(false),
+        Ok(k) => {
+            buf.extend_from_slice(&tmp[..k]);
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Waits (at most `within`) for the peer to close `stream`, returning the bytes that came
+/// first (after what `buf` already held). A reset counts as closed.
+pub fn wait_closed(stream: &mut TcpStream, buf: &mut Vec<u8>, within: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + within;
+    let mut out = std::mem::take(buf);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    loop {
+        match fill(stream, &mut out) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not close the connection within {within:?}; got {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    out
+}
+
+impl HttpConn {
+    /// Connects to `addr` (5 s read timeout, no Nagle).
+    pub fn connect(addr: SocketAddr) -> HttpConn {
+        HttpConn::from(TcpStream::connect(addr).expect("connect http"))
+    }
+
+    /// Sends raw bytes; `false` if the peer already closed.
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Reads one whole response: the head, then `Content-Length` bytes of body (none for a
+    /// 101 or a response without `Content-Length`). Panics on EOF or after 5 s.
+    pub fn response(&mut self) -> HttpResponse {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut want: Option<(usize, HttpResponse)> = None;
+        loop {
+            if want.is_none() {
+                if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                    self.buf.drain(..end + 4);
+                    let status = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+                    let r = HttpResponse {
+                        status,
+                        head,
+                        body: Vec::new(),
+                    };
+                    let len = r
+                        .header("content-length")
+                        .map(|v| v.parse::<usize>().expect("content-length"))
+                        .unwrap_or(0);
+                    want = Some((len, r));
+                }
+            }
+            if let Some((len, _)) = &want {
+                if self.buf.len() >= *len {
+                    let (len, mut r) = want.take().unwrap();
+                    r.body = self.buf.drain(..len).collect();
+                    return r;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out reading a response; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            match fill(&mut self.stream, &mut self.buf) {
+                Ok(true) => {}
+                Ok(false) => panic!(
+                    "connection closed while reading a response; have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Sends `request` and reads one response.
+    pub fn exchange(&mut self, request: &[u8]) -> HttpResponse {
+        assert!(self.send(request), "write failed");
+        self.response()
+    }
+
+    /// Asserts that the server closes the connection (within `within`) without sending
+    /// anything more.
+    pub fn expect_closed(&mut self, within: Duration) {
+        let rest = wait_closed(&mut self.stream, &mut self.buf, within);
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes before close: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    /// The connection as a WebSocket, after a 101 was read.
+    pub fn into_ws(self) -> WsClient {
+        WsClient {
+            stream: self.stream,
+            buf: self.buf,
+        }
+    }
+}
+
+impl From<TcpStream> for HttpConn {
+    fn from(stream: TcpStream) -> Self {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        HttpConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// One server frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsFrame {
+    pub fin: bool,
+    /// The RSV1-3 bits (always 0 from a server that negotiated no extension).
+    pub rsv: u8,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl WsFrame {
+    /// The close code and reason of a close frame.
+    pub fn close_code(&self) -> (u16, String) {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        assert!(self.payload.len() >= 2, "close frame without a code");
+        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+        let reason = String::from_utf8(self.payload[2..].to_vec()).expect("UTF-8 reason");
+        (code, reason)
+    }
+}
+
+/// The first whole server frame in `b` and its length. Server frames must be unmasked and
+/// use the shortest length encoding (2, 4 or 10-byte headers).
+pub fn parse_server_frame(b: &[u8]) -> Option<(WsFrame, usize)> {
+    let (&b0, &b1) = (b.first()?, b.get(1)?);
+    assert_eq!(b1 & 0x80, 0, "a server frame must not be masked");
+    let (len, at) = match b1 & 0x7f {
+        126 => {
+            let l = u16::from_be_bytes(b.get(2..4)?.try_into().unwrap()) as usize;
+            assert!(l >= 126, "non-minimal 16-bit length {l}");
+            (l, 4)
+        }
+        127 => {
+            let l = u64::from_be_bytes(b.get(2..10)?.try_into().unwrap()) as usize;
+            assert!(l > 0xffff, "non-minimal 64-bit length {l}");
+            (l, 10)
+        }
+        n => (n as usize, 2),
+    };
+    let payload = b.get(at..at + len)?.to_vec();
+    Some((
+        WsFrame {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 7,
+            opcode: b0 & 0x0f,
+            payload,
+        },
+        at + len,
+    ))
+}
+
+/// A WebSocket client: sends masked frames, reads server frames (bounded waits).
+pub struct WsClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl WsClient {
+    /// Opens a WebSocket at `/ws` on `addr`, asserting the 101.
+    pub fn connect(addr: SocketAddr) -> WsClient {
+        WsClient::upgrade(HttpConn::connect(addr), "")
+    }
+
+    /// Upgrades `conn` with `extra` header lines, asserting the 101.
+    pub fn upgrade(mut conn: HttpConn, extra: &str) -> WsClient {
+        let r = conn.exchange(ws_upgrade_request(extra).as_bytes());
+        assert_eq!(r.status, 101, "upgrade refused: {r:?}");
+        conn.into_ws()
+    }
+
+    /// Sends raw bytes; `false` if the peer already closed (it may close as soon as it sees
+    /// an error, before the rest of our bytes arrive).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Sends one masked frame.
+    pub fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> bool {
+        let mut out = Vec::new();
+        corecast_proto::ws::client_frame(&mut out, opcode, fin, WS_MASK, payload);
+        self.send_raw(&out)
+    }
+
+    /// Sends one text message in one frame.
+    pub fn send_text(&mut self, text: &str) {
+        assert!(self.send_frame(1, true, text.as_bytes()), "write failed");
+    }
+
+    /// The next frame, or `None` if none arrives within `within`. Panics at EOF.
+    pub fn frame_within(&mut self, within: Duration) -> Option<WsFrame> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((f, n)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..n);
+                return Some(f);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            match fill(&mut self.stream, &mut self.buf) {
+                Ok(true) => {}
+                Ok(false) => panic!(
+                    "connection closed while waiting for a frame; have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The next frame (within 5 s).
+    pub fn frame(&mut self) -> WsFrame {
+        self.frame_within(Duration::from_secs(5))
+            .expect("timed out waiting for a frame")
+    }
+
+    /// The next frame, which must be a single-frame text message holding JSON.
+    pub fn json(&mut self) -> serde_json::Value {
+        let f = self.frame();
+        assert_eq!((f.opcode, f.fin, f.rsv), (1, true, 0), "not a text frame: {f:?}");
+        serde_json::from_slice(&f.payload).unwrap_or_else(|e| {
+            panic!(
+                "text frame is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&f.payload)
+            )
+        })
+    }
+
+    /// Subscribes to `ch` with request id `id` and asserts the `ok`.
+    pub fn sub(&mut self, ch: &str, id: u64) {
+        let req = serde_json::json!({"op": "sub", "ch": ch, "id": id});
+        self.send_text(&req.to_string());
+        let ok = self.json();
+        assert_eq!(ok["op"], "ok", "sub {ch}: {ok}");
+        assert_eq!(ok["id"], id, "sub {ch}: {ok}");
+        assert_eq!(ok["ch"], ch, "sub {ch}: {ok}");
+    }
+
+    /// Reads frames until a close frame, asserts its code is `code` and that the server then
+    /// closes the TCP connection (within 5 s). Returns the frames before the close and the
+    /// close reason.
+    pub fn expect_close(&mut self, code: u16) -> (Vec<WsFrame>, String) {
+        let mut before = Vec::new();
+        let close = loop {
+            let f = self.frame();
+            if f.opcode == 8 {
+                break f;
+            }
+            before.push(f);
+        };
+        assert!(close.fin && close.rsv == 0, "{close:?}");
+        assert!(close.payload.len() <= 125, "{close:?}");
+        let (got, reason) = close.close_code();
+        assert_eq!(
+            got, code,
+            "close code (reason {reason:?}, frames before: {before:?})"
+        );
+        let rest = wait_closed(&mut self.stream, &mut self.buf, Duration::from_secs(5));
+        assert!(
+            rest.is_empty(),
+            "bytes after the close frame: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        (before, reason)
+    }
+}
+
+/// The server still serves other clients: `/healthz` answers 200 and a fresh WebSocket
+/// gets its sub confirmed.
+pub fn assert_still_serving(server: &mut Server) {
+    assert!(server.alive(), "corecast died; log:\n{}", server.log());
+    assert_eq!(http_get(server.http, "/healthz"), (200, "ok\n".to_string()));
+    let mut ws = WsClient::connect(server.http);
+    ws.sub("still-serving", 1);
+}
