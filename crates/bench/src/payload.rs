@@ -194,9 +194,10 @@ mod tests {
         let mut v = Vec::new();
         encode_json(&mut v, &h, 64);
         assert_eq!(
-            &v[..JSON_HEADER_LEN],
+            &v[..JSON_HEADER_LEN - 1],
             b"\"0123456789abcdeffffffffe00000003ffffffffffffffff"
         );
+        assert_eq!(&v[JSON_HEADER_LEN - 1..], b"..............\"");
         assert_eq!(decode_json(&v[..JSON_HEADER_LEN - 1]), None, "too short");
         assert_eq!(decode_json(&v[1..]), None, "no opening quote");
         let mut bad = v.clone();

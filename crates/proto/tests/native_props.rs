@@ -313,7 +313,10 @@ impl Spec {
         if let Some(id) = &self.id {
             members.push((k("id"), String::from_utf8(id.clone()).unwrap()));
         }
-        let data = self.data.as_ref().map(|d| serde_json::to_string(d).unwrap());
+        let data = self
+            .data
+            .as_ref()
+            .map(|d| serde_json::to_string(d).unwrap());
         if let Some(d) = &data {
             members.push((k("data"), d.clone()));
         }
@@ -323,7 +326,7 @@ impl Spec {
                 (k("epoch"), format!("\"{:x}\"", p.epoch)),
                 (k("note"), "[1,{\"seq\":\"x\"}]".to_owned()),
             ];
-            let inner = if self.order[0] % 2 == 0 {
+            let inner = if self.order[0] & 1 == 0 {
                 inner
             } else {
                 inner.into_iter().rev().collect()
@@ -465,8 +468,16 @@ fn accepts_the_documented_requests() {
     let r = ok(r#"{"op":"ping"}"#);
     assert_eq!((r.op, r.ch, r.id), (OpKind::Ping, None, None));
     let r = ok(r#"{"op":"sub","ch":"n","since":{"seq":42,"epoch":"1f"}}"#);
-    assert_eq!(r.since, Some(Position { epoch: 0x1f, seq: 42 }));
-    let r = ok(r#"{"op":"sub","ch":"n","since":{"epoch":"ffffffffffffffff","seq":18446744073709551615}}"#);
+    assert_eq!(
+        r.since,
+        Some(Position {
+            epoch: 0x1f,
+            seq: 42
+        })
+    );
+    let r = ok(
+        r#"{"op":"sub","ch":"n","since":{"epoch":"ffffffffffffffff","seq":18446744073709551615}}"#,
+    );
     assert_eq!(
         r.since,
         Some(Position {
@@ -482,7 +493,10 @@ fn accepts_the_documented_requests() {
 fn channels_are_unescaped_and_borrowed_when_plain() {
     use std::borrow::Cow;
     let r = ok(r#"{"op":"sub","ch":"caf\u00e9\n\ud83d\ude00\"\\/"}"#);
-    assert_eq!(r.ch.as_deref(), Some("caf\u{e9}\n\u{1F600}\"\\/".as_bytes()));
+    assert_eq!(
+        r.ch.as_deref(),
+        Some("caf\u{e9}\n\u{1F600}\"\\/".as_bytes())
+    );
     assert!(matches!(r.ch, Some(Cow::Owned(_))));
     let r = ok(r#"{"op":"sub","ch":"plain café"}"#);
     assert!(matches!(r.ch, Some(Cow::Borrowed(b)) if b == "plain café".as_bytes()));
@@ -510,7 +524,10 @@ fn the_last_duplicate_wins() {
         (r.op, r.ch.as_deref(), r.id),
         (OpKind::Sub, Some(&b"b"[..]), Some(&b"2"[..]))
     );
-    assert_eq!(refused(br#"{"op":"sub","ch":"a","ch":null}"#).msg(), "missing ch");
+    assert_eq!(
+        refused(br#"{"op":"sub","ch":"a","ch":null}"#).msg(),
+        "missing ch"
+    );
 }
 
 #[test]
@@ -575,8 +592,14 @@ fn refuses_each_bad_case_with_its_code() {
         (r#"{"op":"unsub","id":9}"#.into(), "missing ch"),
         (r#"{"op":"pub","data":1,"id":9}"#.into(), "missing ch"),
         (r#"{"op":"pub","ch":"a","id":9}"#.into(), "missing data"),
-        (r#"{"op":"sub","ch":1,"id":9}"#.into(), "ch must be a string"),
-        (r#"{"op":"ping","ch":{},"id":9}"#.into(), "ch must be a string"),
+        (
+            r#"{"op":"sub","ch":1,"id":9}"#.into(),
+            "ch must be a string",
+        ),
+        (
+            r#"{"op":"ping","ch":{},"id":9}"#.into(),
+            "ch must be a string",
+        ),
     ];
     let shape = "since must be {\"epoch\":\"<lowercase hex>\",\"seq\":<integer>}";
     for s in [
@@ -619,7 +642,11 @@ fn refuses_each_bad_case_with_its_code() {
         (r#"{"op":"nope","id":true}"#, None),
     ] {
         let e = refused(text.as_bytes());
-        assert_eq!((e.code(), e.id(), e.msg()), ("unknown_op", id, "unknown op"), "{text}");
+        assert_eq!(
+            (e.code(), e.id(), e.msg()),
+            ("unknown_op", id, "unknown op"),
+            "{text}"
+        );
     }
 }
 

@@ -41,7 +41,11 @@ impl EventSource {
                 }
                 b'\r' => {
                     self.line(&stream[start..i]);
-                    i += if stream.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                    i += if stream.get(i + 1) == Some(&b'\n') {
+                        2
+                    } else {
+                        1
+                    };
                     start = i;
                 }
                 _ => i += 1,

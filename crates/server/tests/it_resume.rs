@@ -251,8 +251,8 @@ fn sse_events(s: &mut TcpStream, n: usize) -> (Vec<Value>, String) {
         if data.len() >= n && text.ends_with("\n\n") {
             let last_id = text
                 .lines()
-                .filter_map(|l| l.strip_prefix("id: "))
-                .last()
+                .rev()
+                .find_map(|l| l.strip_prefix("id: "))
                 .unwrap_or_default()
                 .to_string();
             return (data, last_id);

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let req = match native::parse_request(data) {
         Ok(req) => req,
         Err(e) => {
-            assert!(matches!(e.code(), "bad_json" | "bad_request" | "unknown_op"));
+            assert!(matches!(
+                e.code(),
+                "bad_json" | "bad_request" | "unknown_op"
+            ));
             if e.code() == "bad_json" {
                 assert!(e.id().is_none());
             }

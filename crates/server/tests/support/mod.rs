@@ -722,7 +722,11 @@ impl WsClient {
     /// The next frame, which must be a single-frame text message holding JSON.
     pub fn json(&mut self) -> serde_json::Value {
         let f = self.frame();
-        assert_eq!((f.opcode, f.fin, f.rsv), (1, true, 0), "not a text frame: {f:?}");
+        assert_eq!(
+            (f.opcode, f.fin, f.rsv),
+            (1, true, 0),
+            "not a text frame: {f:?}"
+        );
         serde_json::from_slice(&f.payload).unwrap_or_else(|e| {
             panic!(
                 "text frame is not JSON ({e}): {:?}",
