@@ -92,11 +92,11 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        match b.get(j)? {
-            b'"' => return Some(j + 1),
-            b'\\' => j += 2,
-            _ => j += 1,
+        j += crate::scan::find2(b.get(j..)?, b'"', b'\\')?;
+        if b[j] == b'"' {
+            return Some(j + 1);
         }
+        j += 2;
     }
 }
 
@@ -141,11 +141,14 @@ fn string(v: &[u8]) -> Option<&[u8]> {
 }
 
 fn number(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 {
+    if v.is_empty() {
         return None;
     }
     v.iter().try_fold(0u64, |n, &c| {
-        c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0'))
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
     })
 }
 
@@ -187,6 +190,7 @@ mod tests {
             b"{\"ch\":}",
             b"{\"seq\":\"1\"}",
             b"{\"seq\":-1}",
+            b"{\"seq\":18446744073709551616}",
             b"{\"seq\":1",
             b"{\"seq\":1}x",
             b"{\"data\":[1,2}",
@@ -217,6 +221,58 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
             let ours: serde_json::Value = serde_json::from_slice(e.data.unwrap()).unwrap();
             assert_eq!(ours, v["data"]);
+        }
+    }
+
+    mod props {
+        use super::*;
+        use corecast_proto::native;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Deliveries, sub answers and reset notices as the broker writes them read back
+            /// to their fields; a payload that is not JSON arrives as a JSON string.
+            #[test]
+            fn broker_messages_read_back(
+                ch in prop::collection::vec(any::<u8>(), 0..30),
+                seq in any::<u64>(),
+                epoch in any::<u64>(),
+                first in any::<u64>(),
+                payload in prop::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let mut out = Vec::new();
+                native::delivery(&mut out, &ch, seq, &payload, false);
+                let e = parse_envelope(&out).unwrap();
+                prop_assert_eq!((e.op, e.seq), (None, Some(seq)));
+                let s: String = serde_json::from_slice(e.data.unwrap()).unwrap();
+                prop_assert_eq!(s, String::from_utf8_lossy(&payload).into_owned());
+                let ch_json: String = serde_json::from_slice(&[b"\"", e.ch.unwrap(), b"\""].concat()).unwrap();
+                prop_assert_eq!(ch_json, String::from_utf8_lossy(&ch).into_owned());
+
+                out.clear();
+                native::subscribed(&mut out, Some(b"1"), &ch, native::Position { epoch, seq });
+                let e = parse_envelope(&out).unwrap();
+                prop_assert_eq!((e.op, e.id, e.seq), (Some(&b"ok"[..]), Some(1), Some(seq)));
+                prop_assert_eq!(u64::from_str_radix(std::str::from_utf8(e.epoch.unwrap()).unwrap(), 16).unwrap(), epoch);
+
+                out.clear();
+                native::reset(&mut out, &ch, epoch, first, seq);
+                let e = parse_envelope(&out).unwrap();
+                prop_assert_eq!((e.op, e.first, e.seq), (Some(&b"reset"[..]), Some(first), Some(seq)));
+            }
+
+            /// The bench's JSON-string payload is spliced as is.
+            #[test]
+            fn json_payloads_are_spliced(seq in any::<u64>(), ts in any::<u64>(), len in 0usize..300) {
+                let h = crate::payload::Header { ts_ns: ts, channel: 3, publisher: 1, seq };
+                let mut p = Vec::new();
+                crate::payload::encode_json(&mut p, &h, len);
+                let mut out = Vec::new();
+                native::delivery(&mut out, b"bench.3", 9, &p, true);
+                let e = parse_envelope(&out).unwrap();
+                prop_assert_eq!(e.data, Some(&p[..]));
+                prop_assert_eq!(crate::payload::decode_json(e.data.unwrap()), Some(h));
+            }
         }
     }
 }

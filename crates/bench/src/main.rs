@@ -40,6 +40,7 @@ mod payload;
 mod proto;
 mod publishers;
 mod raw;
+mod scan;
 mod shared;
 mod sse;
 mod storm;
@@ -515,11 +516,12 @@ fn finish_storm(
 
 fn web_text(w: &web::WebStats) -> String {
     format!(
-        "ws/sse: reconnects {}, connect failures {}, HTTP errors {}, resets {}; broker seq missed {} duplicated {} (after resume: missed {} duplicated {})",
+        "ws/sse: reconnects {}, connect failures {}, HTTP errors {}, resets {} (skipping {}); broker seq missed {} duplicated {} (after resume: missed {} duplicated {})",
         w.reconnects,
         w.connect_failures,
         w.http_errors,
         w.resets,
+        w.reset_missed,
         w.seq_missed,
         w.seq_duplicated,
         w.resume_missed,
@@ -533,6 +535,7 @@ fn web_json(w: &web::WebStats) -> serde_json::Value {
         "connect_failures": w.connect_failures,
         "http_errors": w.http_errors,
         "resets": w.resets,
+        "reset_missed": w.reset_missed,
         "seq_missed": w.seq_missed,
         "seq_duplicated": w.seq_duplicated,
         "resume_missed": w.resume_missed,

@@ -122,18 +122,32 @@ fn put_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
     }
 }
 
+/// Hex digit values; 0xff for anything else.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn hex_at(p: &[u8], at: usize, digits: usize) -> Option<u64> {
     let mut v = 0u64;
+    let mut bad = 0u8;
     for &b in &p[at..at + digits] {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        v = v << 4 | u64::from(d);
+        let d = HEX_VALUE[b as usize];
+        bad |= d;
+        v = v << 4 | u64::from(d & 0xf);
     }
-    Some(v)
+    (bad & 0xf0 == 0).then_some(v)
 }
 
 /// Monotonic nanoseconds, comparable across threads and processes.

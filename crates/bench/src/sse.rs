@@ -58,11 +58,7 @@ impl Parser {
         let mut first_data: Option<&'a [u8]> = None;
         let mut joined = false;
         loop {
-            let Some(e) = buf[pos..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-                .map(|k| pos + k)
-            else {
+            let Some(e) = crate::scan::find2(&buf[pos..], b'\n', b'\r').map(|k| pos + k) else {
                 if buf.len() - pos > MAX_EVENT {
                     return Err("SSE line too long".into());
                 }
@@ -251,5 +247,106 @@ id: a\0b\ndata:\n\n\
         // Without a pending CR, an LF is a blank line.
         let (n, e) = p.parse(b"\n", &mut s).unwrap().unwrap();
         assert_eq!((n, e), (1, Event::default()));
+    }
+
+    mod props {
+        use super::*;
+        use corecast_proto::sse as server;
+        use proptest::prelude::*;
+
+        /// One block as the broker writes it.
+        #[derive(Debug, Clone)]
+        enum Block {
+            Retry(u64),
+            Comment(String),
+            IdOnly(Vec<u8>),
+            Event(Option<Vec<u8>>, Option<String>, Vec<u8>),
+        }
+
+        fn block() -> impl Strategy<Value = Block> {
+            let bytes = || prop::collection::vec(any::<u8>(), 0..40);
+            let texty =
+                || prop::collection::vec(prop::sample::select(&b"ab:\r\n \0{}\""[..]), 0..30);
+            prop_oneof![
+                any::<u64>().prop_map(Block::Retry),
+                "[ -~]{0,20}".prop_map(Block::Comment),
+                bytes().prop_map(Block::IdOnly),
+                (
+                    prop::option::of(texty()),
+                    prop::option::of("[a-z :]{0,10}"),
+                    prop_oneof![bytes(), texty()],
+                )
+                    .prop_map(|(i, n, d)| Block::Event(i, n, d)),
+            ]
+        }
+
+        /// What an EventSource makes of a block.
+        fn expect(b: &Block) -> Owned {
+            let strip = |v: &[u8], nul: bool| -> Vec<u8> {
+                v.iter()
+                    .copied()
+                    .filter(|&c| c != b'\r' && c != b'\n' && !(nul && c == 0))
+                    .collect()
+            };
+            match b {
+                Block::Retry(ms) => o(None, None, None, Some(*ms)),
+                Block::Comment(_) => o(None, None, None, None),
+                Block::IdOnly(id) => Owned {
+                    id: Some(strip(id, true)),
+                    event: None,
+                    data: None,
+                    retry: None,
+                },
+                Block::Event(id, name, data) => {
+                    // Line breaks (CRLF, CR, LF) arrive as LF.
+                    let mut d = Vec::new();
+                    let mut i = 0;
+                    while i < data.len() {
+                        match data[i] {
+                            b'\r' => {
+                                d.push(b'\n');
+                                if data.get(i + 1) == Some(&b'\n') {
+                                    i += 1;
+                                }
+                            }
+                            c => d.push(c),
+                        }
+                        i += 1;
+                    }
+                    Owned {
+                        id: id.as_ref().map(|v| strip(v, true)),
+                        event: name.as_ref().map(|n| strip(n.as_bytes(), false)),
+                        data: Some(d),
+                        retry: None,
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            /// Whatever the broker writes (corecast_proto's encoders), wherever reads cut it,
+            /// the client parses the events an EventSource would see.
+            #[test]
+            fn broker_blocks_parse_to_what_eventsource_sees(
+                blocks in prop::collection::vec(block(), 1..12),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ) {
+                let mut wire = Vec::new();
+                for b in &blocks {
+                    match b {
+                        Block::Retry(ms) => server::retry(&mut wire, *ms),
+                        Block::Comment(t) => server::comment(&mut wire, t),
+                        Block::IdOnly(id) => server::id_only(&mut wire, id),
+                        Block::Event(id, name, data) => {
+                            server::event(&mut wire, id.as_deref(), name.as_deref(), data)
+                        }
+                    }
+                }
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+                cuts.sort_unstable();
+                let want: Vec<Owned> = blocks.iter().map(expect).collect();
+                prop_assert_eq!(events_when_cut(&wire, &cuts), want);
+            }
+        }
     }
 }

@@ -186,7 +186,7 @@ pub fn report(
         },
     );
     let text = format!(
-        "storm: cut {cut} at {:.3}s, {resub} resubscribed, all after {} (per connection ms p50 {:.1} p99 {:.1} max {:.1}); after resume missed {} duplicated {}, resets {}; retry advice by second (min-max ms) [{}]; {health_text}",
+        "storm: cut {cut} at {:.3}s, {resub} resubscribed, all after {} (per connection ms p50 {:.1} p99 {:.1} max {:.1}); after resume missed {} duplicated {}, resets {} (skipping {}); retry advice by second (min-max ms) [{}]; {health_text}",
         secs(cut_ns),
         all_ms.map_or_else(|| "never".to_string(), |ms| format!("{ms:.1} ms")),
         resub_ms(0.5),
@@ -195,6 +195,7 @@ pub fn report(
         st.resume_missed,
         st.resume_duplicated,
         st.resets,
+        st.reset_missed,
         retry_text.join(" "),
     );
     let v = json!({
@@ -206,6 +207,7 @@ pub fn report(
         "missed_after_resume": st.resume_missed,
         "duplicated_after_resume": st.resume_duplicated,
         "resets": st.resets,
+        "missed_by_resets": st.reset_missed,
         "retry_advice": retry,
         "healthz_us": health_json,
     });

@@ -123,6 +123,9 @@ pub struct WebStats {
     pub http_errors: u64,
     /// Reset notices (a resume that could not be honoured).
     pub resets: u64,
+    /// Messages a reset notice skipped: from the last `seq` the connection saw to the
+    /// notice's `seq` (the position live deliveries continue from).
+    pub reset_missed: u64,
     /// Gaps in the broker's per-channel `seq` on connections never reconnected.
     pub seq_missed: u64,
     /// Broker `seq` seen again on connections never reconnected.
@@ -148,6 +151,7 @@ impl WebStats {
             connect_failures: 0,
             http_errors: 0,
             resets: 0,
+            reset_missed: 0,
             seq_missed: 0,
             seq_duplicated: 0,
             resume_missed: 0,
@@ -180,6 +184,7 @@ impl WebStats {
         self.connect_failures += o.connect_failures;
         self.http_errors += o.http_errors;
         self.resets += o.resets;
+        self.reset_missed += o.reset_missed;
         self.seq_missed += o.seq_missed;
         self.seq_duplicated += o.seq_duplicated;
         self.resume_missed += o.resume_missed;
@@ -710,10 +715,7 @@ impl Ctx {
                     })?;
                     self.deliver(c, env.seq, payload)?;
                 }
-                Some(b"reset") => {
-                    self.st.resets += 1;
-                    c.last_seq = env.seq;
-                }
+                Some(b"reset") => self.reset(c, env.seq),
                 Some(_) => {}
             }
         }
@@ -809,8 +811,7 @@ impl Ctx {
                 Ok(())
             }
             Some(b"reset") => {
-                self.st.resets += 1;
-                c.last_seq = env.seq;
+                self.reset(c, env.seq);
                 Ok(())
             }
             Some(b"error") => Err(fatal(anyhow::anyhow!(
@@ -818,6 +819,18 @@ impl Ctx {
                 String::from_utf8_lossy(msg)
             ))),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// A reset notice: deliveries continue after `seq`; what lies between the last `seq` seen
+    /// and it was skipped (when the epoch changed too, that distance is only an estimate).
+    fn reset(&mut self, c: &mut Conn, seq: Option<u64>) {
+        self.st.resets += 1;
+        if let (Some(last), Some(seq)) = (c.last_seq, seq) {
+            self.st.reset_missed += seq.saturating_sub(last);
+        }
+        if seq.is_some() {
+            c.last_seq = seq;
         }
     }
 

@@ -280,4 +280,61 @@ mod tests {
         assert!(a.ends_with("=="));
         assert_ne!(a, b);
     }
+
+    mod props {
+        use super::*;
+        use corecast_proto::ws as server;
+        use proptest::prelude::*;
+
+        fn frame() -> impl Strategy<Value = (u8, bool, Vec<u8>)> {
+            prop_oneof![
+                (
+                    prop::sample::select(vec![OP_TEXT, OP_BINARY]),
+                    prop::collection::vec(any::<u8>(), 0..70_000)
+                )
+                    .prop_map(|(op, p)| (op, true, p)),
+                (
+                    prop::sample::select(vec![OP_PING, OP_PONG, OP_CLOSE]),
+                    prop::collection::vec(any::<u8>(), 0..=125)
+                )
+                    .prop_map(|(op, p)| (op, true, p)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Frames as the broker writes them (corecast_proto's encoder, every header
+            /// length) parse back, wherever reads cut the stream.
+            #[test]
+            fn broker_frames_parse_back_at_every_cut(
+                frames in prop::collection::vec(frame(), 1..6),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ) {
+                let mut wire = Vec::new();
+                for (op, _, p) in &frames {
+                    server::frame(&mut wire, *op, p);
+                }
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+                cuts.sort_unstable();
+                prop_assert_eq!(frames_when_cut(&wire, &cuts), frames.iter().map(|(op, fin, p)| (*fin, *op, p.clone())).collect::<Vec<_>>());
+            }
+
+            /// The broker's decoder takes the bench's masked client frames.
+            #[test]
+            fn the_broker_decodes_client_frames(
+                payload in prop::collection::vec(any::<u8>(), 0..70_000),
+                seed in any::<u64>(),
+            ) {
+                let mut wire = Vec::new();
+                encode_frame(&mut wire, OP_BINARY, &payload, super::super::Rng::new(seed).mask());
+                let mut d = server::Decoder::new(1 << 20);
+                let (n, ev) = d.decode(&wire).unwrap();
+                prop_assert_eq!(n, wire.len());
+                let binary_message = matches!(ev, Some(server::Event::Message { text: false }));
+                prop_assert!(binary_message);
+                prop_assert_eq!(d.message(), &payload[..]);
+            }
+        }
+    }
 }

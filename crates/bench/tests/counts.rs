@@ -181,6 +181,7 @@ fn an_sse_reconnect_storm_resumes_without_loss_against_corecast() {
     assert_eq!(s["missed_after_resume"], 0, "{v}");
     assert_eq!(s["duplicated_after_resume"], 0, "{v}");
     assert_eq!(s["resets"], 0, "{v}");
+    assert_eq!(s["missed_by_resets"], 0, "{v}");
     assert!(s["healthz_us"]["requests_ok"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(s["healthz_us"]["errors"], 0, "{v}");
     assert!(
@@ -309,7 +310,10 @@ fn counts_add_up_over_websocket_against_nats_server() {
     let ws = format!("127.0.0.1:{ws_port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(&ws).is_err() {
-        assert!(Instant::now() < deadline, "nats-server websocket did not start");
+        assert!(
+            Instant::now() < deadline,
+            "nats-server websocket did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     scenarios_with(
