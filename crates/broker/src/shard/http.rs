@@ -153,7 +153,7 @@ impl Shard {
         let conn = &mut self.conns[key];
         conn.out.reply(&out);
         conn.life = Life::CloseAfterFlush;
-        self.mark_dirty(key);
+        self.mark_urgent(key);
     }
 
     /// Queues a complete answer; closes after it unless `keep_alive`.
@@ -196,7 +196,7 @@ impl Shard {
         if let Session::Http(s) = &mut conn.session {
             s.head_deadline_ns = deadline;
         }
-        self.mark_dirty(key);
+        self.mark_urgent(key);
     }
 
     /// Routes one request.

@@ -124,6 +124,10 @@ pub struct Shard {
     patterns: Patterns,
     pending: PendingReplies,
     dirty: Vec<u32>,
+    /// Connections with an answer to an HTTP request (`/healthz`, `/stats`, `POST /pub`):
+    /// sent first at the end of the turn and outside `max_sends_per_turn`, so an operator's
+    /// probe is not queued behind thousands of streams being set up in a reconnect storm.
+    urgent: Vec<u32>,
     stalled: Vec<u32>,
     to_close: Vec<u32>,
     targets: Vec<usize>,
@@ -195,6 +199,7 @@ impl Shard {
             patterns: Patterns::new(shards),
             pending: PendingReplies::default(),
             dirty: Vec::new(),
+            urgent: Vec::new(),
             stalled: Vec::new(),
             to_close: Vec::new(),
             targets: Vec::new(),
@@ -239,7 +244,10 @@ impl Shard {
             if self.stopping && (self.conns.is_empty() || self.now_ns >= self.stop_deadline_ns) {
                 break;
             }
-            let busy = self.mesh.busy() || !self.dirty.is_empty() || !self.to_close.is_empty();
+            let busy = self.mesh.busy()
+                || !self.dirty.is_empty()
+                || !self.urgent.is_empty()
+                || !self.to_close.is_empty();
             let result = if !busy && self.mesh.endpoint().prepare_sleep() {
                 // A peer that ends congestion wakes only shards already asleep; one that was
                 // about to sleep sees the cleared count here instead (the sleep flag is
@@ -340,6 +348,12 @@ impl Shard {
             conn.dirty = true;
             self.dirty.push(key as u32);
         }
+    }
+
+    /// Marks a connection to be sent to first this turn (see `urgent`).
+    fn mark_urgent(&mut self, key: usize) {
+        self.conns[key].dirty = true;
+        self.urgent.push(key as u32);
     }
 
     /// This shard's subscriber table beside the parts of the shard that delivery writes:

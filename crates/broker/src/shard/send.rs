@@ -10,11 +10,27 @@ use crate::stats::Latencies;
 impl Shard {
     /// One send for every dirty connection with no send in flight.
     pub(super) fn flush_sends(&mut self) {
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && self.urgent.is_empty() {
             return;
         }
         // A fresh reading: publishes parsed during this turn are stamped after its start.
         self.now_ns = corecast_runtime::clock::now_ns();
+        // Answers to requests first, outside the cap (a connection may also sit in `dirty`:
+        // its later entry finds the send in flight and is skipped).
+        let mut urgent = std::mem::take(&mut self.urgent);
+        for &key in &urgent {
+            let key = key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.send_inflight || conn.life == Life::Closing {
+                continue;
+            }
+            self.submit_send(key);
+        }
+        urgent.clear();
+        self.urgent = urgent;
         let cap = self.cfg.max_sends_per_turn;
         let mut dirty = std::mem::take(&mut self.dirty);
         let (mut done, mut sent) = (0, 0);
