@@ -501,6 +501,97 @@ mod tests {
         assert!(o.is_empty());
     }
 
+    fn message(ch: &Name, seq: u64, epoch: u64, ts_ns: u64) -> std::sync::Arc<crate::msg::Message> {
+        std::sync::Arc::new(crate::msg::Message {
+            ns: Ns::Plain,
+            channel: ch.clone(),
+            seq,
+            epoch,
+            payload: bytes::Bytes::from(vec![b'x'; 100]),
+            ts_ns,
+            json: false,
+        })
+    }
+
+    /// Publishes one message to `ch` at `ts_ns` through the owner's table, as fan-out does.
+    fn publish(o: &mut Owned, ch: &Name, ts_ns: u64) -> Position {
+        let (_, c) = o.for_publish(Ns::Plain, ch, true).unwrap();
+        c.seq += 1;
+        c.last_publish_ns = ts_ns;
+        let m = message(ch, c.seq, c.epoch, ts_ns);
+        let pos = c.position();
+        let delta = c.history.get_or_insert_with(Default::default).push(m, 8);
+        o.history_changed(delta);
+        pos
+    }
+
+    #[test]
+    fn epochs_are_new_for_every_channel_state() {
+        let mut o = Owned::new(1, 4);
+        let ch = Name::from(&b"a"[..]);
+        o.apply(Ns::Plain, &ch, 0, 1);
+        let first = o.get_mut(Ns::Plain, b"a").unwrap().1.epoch;
+        o.apply(Ns::Plain, &ch, 0, -1);
+        assert!(
+            o.is_empty(),
+            "without history the channel goes with its subscriber"
+        );
+        o.apply(Ns::Plain, &ch, 0, 1);
+        let second = o.get_mut(Ns::Plain, b"a").unwrap().1.epoch;
+        assert_ne!(first, second);
+        assert!(first > 0 && first < 1 << 53 && second < 1 << 53);
+    }
+
+    #[test]
+    fn with_history_idle_channels_stay_until_the_ttl_then_go() {
+        let mut o = Owned::new(1, 4);
+        o.keep_idle_channels(true);
+        let ch = Name::from(&b"quiet"[..]);
+        o.apply(Ns::Plain, &ch, 0, 1);
+        let epoch = o.get_mut(Ns::Plain, b"quiet").unwrap().1.epoch;
+        o.apply(Ns::Plain, &ch, 0, -1);
+        assert_eq!(o.len(), 1, "kept: a subscriber that left can resume");
+        assert_eq!(o.names(Ns::Plain).count(), 0, "but not an active channel");
+        let now = corecast_runtime::clock::now_ns();
+        assert_eq!(o.sweep(now.saturating_sub(10_000_000_000), usize::MAX), 0);
+        assert_eq!(o.get_mut(Ns::Plain, b"quiet").unwrap().1.epoch, epoch);
+        assert_eq!(o.sweep(now + 1, usize::MAX), 1, "idle past the TTL");
+        assert!(o.is_empty());
+        // Published to without subscribers: kept for its history, then forgotten.
+        let pos = publish(&mut o, &ch, 100);
+        assert_eq!(pos.seq, 1);
+        assert_ne!(pos.epoch, epoch, "a new channel state, a new epoch");
+        assert_eq!(o.sweep(50, usize::MAX), 0);
+        assert!(o.history_bytes() > 0);
+        assert_eq!(o.sweep(200, usize::MAX), 1);
+        assert_eq!(o.history_bytes(), 0);
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_least_recently_published_histories() {
+        let mut o = Owned::new(1, 4);
+        o.keep_idle_channels(true);
+        let (a, b) = (Name::from(&b"a"[..]), Name::from(&b"b"[..]));
+        o.apply(Ns::Plain, &a, 0, 1);
+        o.apply(Ns::Plain, &b, 0, 1);
+        for t in 0..4 {
+            publish(&mut o, &a, 10 + t);
+        }
+        for t in 0..4 {
+            publish(&mut o, &b, 20 + t);
+        }
+        let per_channel = o.history_bytes() / 2;
+        o.sweep(0, per_channel);
+        assert_eq!(o.history_bytes(), per_channel);
+        let (_, ca) = o.get_mut(Ns::Plain, b"a").unwrap();
+        assert!(ca.history.is_none(), "a was published least recently");
+        assert_eq!(
+            ca.seq, 4,
+            "its position stays: resuming it is a reset, not a new epoch"
+        );
+        assert!(o.get_mut(Ns::Plain, b"b").unwrap().1.history.is_some());
+    }
+
     #[test]
     fn counts_are_inline_for_two_shards_and_boxed_beyond() {
         assert!(matches!(ShardCounts::new(1), ShardCounts::Inline(_)));
