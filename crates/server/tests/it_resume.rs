@@ -238,6 +238,7 @@ fn sse_events(s: &mut TcpStream, n: usize) -> (Vec<Value>, String) {
     loop {
         let data: Vec<Value> = text
             .split("\n\n")
+            .filter(|ev| !ev.contains("event: subscribed"))
             .filter_map(|ev| {
                 let lines: Vec<&str> = ev
                     .lines()

@@ -930,9 +930,18 @@ fn sse_close(c: &mut Client, conn: &str) {
     c.skip_to_ev(conn, "end");
 }
 
-/// The next SSE event of `conn`: (event name, id, data parsed as JSON, raw data).
+/// The next SSE event of `conn` other than the `subscribed` announcements (checked to hold
+/// an id and a position): (event name, id, data parsed as JSON, raw data).
 fn sse_next(c: &mut Client, conn: &str) -> (String, String, Value, String) {
-    let v = c.next_of(conn, "an SSE event");
+    let mut v = c.next_of(conn, "an SSE event");
+    while v["ev"] == "event" && v["event"] == "subscribed" {
+        let data: Value = serde_json::from_str(v["data"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| c.fail(&format!("subscribed data is not JSON ({e}): {v}")));
+        if v["id"].as_str().unwrap_or_default().is_empty() || !data["seq"].is_u64() {
+            c.fail(&format!("a subscribed event without its position: {v}"));
+        }
+        v = c.next_of(conn, "an SSE event");
+    }
     if v["ev"] != "event" {
         c.fail(&format!("expected an SSE event on {conn}, got {v}"));
     }
@@ -980,8 +989,8 @@ fn python_sse_multi_channel_stream_receives_and_resumes_with_last_event_id() {
     let (event, first_id, data, raw) = sse_next(&mut py, "S");
     assert_eq!((event.as_str(), &data), ("message", &d.native()), "{raw}");
     assert_eq!(raw, r#"{"ch":"news","seq":1,"data":{"k":"v"}}"#);
-    // The id holds the stream's position in every channel: other's (seq 0, from the id-only
-    // event right after subscribing, which sseclient-py does not show) rides along.
+    // The id holds the stream's position in every channel: other's (seq 0, from the
+    // `subscribed` events right after subscribing) rides along.
     let eo = first_id
         .strip_prefix(&format!("{en}:1,"))
         .and_then(|rest| rest.strip_suffix(":0"))

@@ -206,8 +206,28 @@ impl Shard {
                     );
                     corecast_proto::sse::event(&mut first, None, Some("reset"), &data);
                 } else if announce {
-                    // An id with no data: EventSource records it without firing an event.
-                    first.push(b'\n');
+                    // A `subscribed` event per channel, with the position in its data. A
+                    // browser records the id of a block without data too (WHATWG dispatch
+                    // step 1), but common libraries (npm eventsource 3, sseclient-py) drop
+                    // such blocks, and would resume a stream cut before its first message
+                    // from nothing; a named event is ignored by `onmessage` yet sets every
+                    // client's last id.
+                    let id_line_end = first.len();
+                    for (k, c) in s.channels.iter().enumerate() {
+                        let pos = c.pos.unwrap_or(joined.pos);
+                        let mut data = Vec::new();
+                        corecast_proto::native::subscribed(
+                            &mut data,
+                            None,
+                            &c.name,
+                            position(pos.epoch, pos.seq),
+                        );
+                        if k > 0 {
+                            let id_line = first[..id_line_end].to_vec();
+                            first.extend_from_slice(&id_line);
+                        }
+                        corecast_proto::sse::event(&mut first, None, Some("subscribed"), &data);
+                    }
                 }
             }
             _ => {}
