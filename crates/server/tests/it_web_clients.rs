@@ -1253,6 +1253,34 @@ fn node_ws_and_eventsource_receive_and_eventsource_resumes_after_a_cut() {
     }
 }
 
+/// A Node EventSource cut before its stream carried any message still resumes: the
+/// `subscribed` event after the joins gave it a last event id (an id-only block would not:
+/// the npm package drops blocks without data).
+#[test]
+fn node_eventsource_cut_before_its_first_message_resumes() {
+    require_node();
+    let server = Server::start(2, &["--sse-retry-ms", "200"]);
+    let proxy = CutProxy::start(server.http);
+    let mut node = Client::node();
+    let mut publ = Publisher::new(&server);
+    node.cmd(json!({"cmd": "es_open", "conn": "Q",
+        "url": format!("http://{}/sse?ch=quiet", proxy.addr)}));
+    node.expect_ev("Q", "open");
+    wait_subscriptions(&server, 1);
+    proxy.cut_and_hold();
+    let err = node.expect_ev("Q", "error");
+    assert_eq!(err["readyState"], 0, "Q will not reconnect: {err}");
+    let (first, _) = publ.post("quiet", Some("application/json"), b"1", json!(1));
+    let eq = publ.epoch("quiet");
+    let (second, _) = publ.post("quiet", Some("text/plain"), b"two", json!("two"));
+    proxy.wait_pending(1, "the EventSource reconnection");
+    proxy.release();
+    node.expect_ev("Q", "open");
+    es_expect(&mut node, "Q", &first, &format!("{eq}:1"));
+    es_expect(&mut node, "Q", &second, &format!("{eq}:2"));
+    node.quiet("Q", Duration::from_millis(100));
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. Headless Chromium: the browser's own WebSocket and EventSource.
 
