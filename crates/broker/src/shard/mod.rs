@@ -228,6 +228,7 @@ impl Shard {
     /// Runs until shutdown completes.
     pub fn run(mut self) {
         self.now_ns = corecast_runtime::clock::now_ns();
+        self.next_sweep_ns = self.now_ns + sweep::SWEEP_NS;
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
