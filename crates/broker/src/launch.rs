@@ -21,7 +21,9 @@ pub struct Running {
     /// Each listener of the configuration, in order, with the address it got (a port 0
     /// resolved).
     pub listeners: Vec<ListenerSpec>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+    /// The configuration in force (changed by `reload`).
+    pub(crate) config: Arc<BrokerConfig>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -167,6 +169,7 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
     Ok(Running {
         listeners: bound,
         shared,
+        config: cfg,
         threads,
     })
 }

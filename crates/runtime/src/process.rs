@@ -43,15 +43,15 @@ pub fn raise_open_files_limit() -> Option<OpenFilesLimit> {
     })
 }
 
-/// SIGINT and SIGTERM, blocked in the calling thread (and so in every thread it starts
-/// afterwards), to be taken only by [`StopSignals::wait`]: no signal handler runs at an
-/// arbitrary point of a shard's loop. SIGPIPE is ignored outright (sends use MSG_NOSIGNAL;
-/// this covers anything else).
-pub struct StopSignals {
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload the configuration), blocked in the calling
+/// thread (and so in every thread it starts afterwards), to be taken only by
+/// [`Signals::wait`]: no signal handler runs at an arbitrary point of a shard's loop.
+/// SIGPIPE is ignored outright (sends use MSG_NOSIGNAL; this covers anything else).
+pub struct Signals {
     set: libc::sigset_t,
 }
 
-impl StopSignals {
+impl Signals {
     /// Blocks the signals; call before any shard thread starts.
     pub fn block() -> Self {
         // SAFETY: an all-zero sigset_t is a valid value to initialise with sigemptyset; the
@@ -62,9 +62,15 @@ impl StopSignals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             Self { set }
         }
+    }
+
+    /// Whether `sig` (from [`Signals::wait`]) asks for a reload rather than a stop.
+    pub fn is_reload(sig: i32) -> bool {
+        sig == libc::SIGHUP
     }
 
     /// Waits up to `timeout_ms` for one of the signals; returns its number.

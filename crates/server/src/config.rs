@@ -9,7 +9,7 @@ use corecast_broker::{BrokerConfig, ListenerSpec, Protocol, SlowConsumerPolicy};
 use serde::Deserialize;
 
 /// corecast: a thread-per-core io_uring pub/sub broker speaking the Redis pub/sub protocol.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Clone, Parser, Default)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
     /// TOML file with the same keys as these options (e.g. max_pending_bytes = 8388608).
@@ -121,6 +121,10 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long)]
     pub log: Option<String>,
+    /// Log line format: text (colours only when stderr is a terminal) or json (one object a
+    /// line, for log shippers) [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The config file: the same keys as [`Cli`].
@@ -162,6 +166,7 @@ pub struct FileConfig {
     history_ttl_s: Option<u32>,
     history_max_bytes: Option<usize>,
     log: Option<String>,
+    log_format: Option<String>,
 }
 
 /// A configuration problem, always naming the key.
@@ -184,6 +189,18 @@ pub struct Settings {
     pub broker: BrokerConfig,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal (journald and
+    /// files get plain text).
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Merges the file (if any) under the command line and validates everything.
@@ -324,9 +341,20 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         },
     };
     validate(&broker)?;
+    let log_format = match cli.log_format.or(file.log_format).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(bad(
+                "log_format",
+                format!("expected text or json, got {other:?}"),
+            ))
+        }
+    };
     Ok(Settings {
         broker,
         log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+        log_format,
     })
 }
 

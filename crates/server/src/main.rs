@@ -8,24 +8,41 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use corecast_runtime::process::StopSignals;
+use corecast_runtime::process::Signals;
+use std::io::IsTerminal;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
 
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
-    let settings = match config::resolve(cli) {
+    let settings = match config::resolve(cli.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("corecast: {e}");
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match run(settings) {
+    let filter = EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, log_level) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match settings.log_format {
+        config::LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init(),
+        config::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    match run(cli, settings, log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corecast: {e:#}");
@@ -34,10 +51,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(settings: config::Settings) -> anyhow::Result<()> {
-    let signals = StopSignals::block();
+/// Changes the log filter of the running process (SIGHUP).
+type LogLevel = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn run(cli: config::Cli, settings: config::Settings, log_level: LogLevel) -> anyhow::Result<()> {
+    let signals = Signals::block();
     raise_open_files_limit(settings.broker.max_connections);
-    let running = corecast_broker::launch(settings.broker)?;
+    let mut log = settings.log.clone();
+    let mut running = corecast_broker::launch(settings.broker)?;
     {
         let mut out = std::io::stdout().lock();
         let mut line = String::from("corecast ready");
@@ -51,21 +72,64 @@ fn run(settings: config::Settings) -> anyhow::Result<()> {
         tracing::info!(protocol = l.protocol.name(), addr = %l.addr, "listening");
     }
     tracing::info!(shards = running.shards(), "ready");
-    match wait_for_signal_or_failure(&signals, &running) {
-        Stop::Signal(sig) => {
-            tracing::info!(signal = sig, "stopping: draining queued data");
-            running.stop();
-            tracing::info!("stopped");
-            Ok(())
+    loop {
+        match wait_for_signal_or_failure(&signals, &running) {
+            Stop::Reload => reload(&cli, &mut running, &log_level, &mut log),
+            Stop::Signal(sig) => {
+                tracing::info!(signal = sig, "stopping: draining queued data");
+                running.stop();
+                tracing::info!("stopped");
+                return Ok(());
+            }
+            Stop::ShardFailed(shard) => {
+                // A shard that left its loop no longer serves its connections, its share of
+                // the listening port, or its side of the mesh; its peers would stall on it.
+                // Stop everything and exit non-zero so the supervisor restarts the broker.
+                tracing::error!(shard, "shard stopped unexpectedly; stopping the broker");
+                running.stop();
+                anyhow::bail!("shard {shard} stopped unexpectedly")
+            }
         }
-        Stop::ShardFailed(shard) => {
-            // A shard that left its loop no longer serves its connections, its share of the
-            // listening port, or its side of the mesh; its peers would stall on it. Stop
-            // everything and exit non-zero so the supervisor restarts the broker.
-            tracing::error!(shard, "shard stopped unexpectedly; stopping the broker");
-            running.stop();
-            anyhow::bail!("shard {shard} stopped unexpectedly")
+    }
+}
+
+/// SIGHUP: reads the configuration again (the same command line over the file as it is
+/// now) and applies what can change at run time; a file that does not parse or validate
+/// changes nothing, and the log says why.
+fn reload(
+    cli: &config::Cli,
+    running: &mut corecast_broker::Running,
+    log_level: &LogLevel,
+    log: &mut String,
+) {
+    let settings = match config::resolve(cli.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the running configuration stays");
+            return;
         }
+    };
+    let report = running.reload(&settings.broker);
+    let mut changed = report.applied;
+    if settings.log != *log {
+        let applied = EnvFilter::try_new(&settings.log)
+            .ok()
+            .is_some_and(|filter| log_level.reload(filter).is_ok());
+        if applied {
+            changed.push(format!("log: {log:?} -> {:?}", settings.log));
+            *log = settings.log;
+        } else {
+            tracing::error!(log = %settings.log, "reload: invalid log filter; the old one stays");
+        }
+    }
+    for name in &report.need_restart {
+        tracing::warn!(option = %name, "reload: this option changes only at a restart");
+    }
+    if changed.is_empty() {
+        tracing::info!("reload: nothing changed");
+    }
+    for change in changed {
+        tracing::info!(%change, "reload: changed");
     }
 }
 
@@ -87,19 +151,23 @@ fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
-/// Why the broker stops.
+/// Why the wait for a signal ended.
 enum Stop {
+    /// SIGHUP: reload the configuration and go on.
+    Reload,
     /// SIGINT or SIGTERM.
     Signal(i32),
     /// A shard thread ended on its own (an io_uring error, a panic).
     ShardFailed(usize),
 }
 
-/// Waits for SIGINT/SIGTERM, checking ten times a second that every shard is still running.
-fn wait_for_signal_or_failure(signals: &StopSignals, running: &corecast_broker::Running) -> Stop {
+/// Waits for a signal, checking ten times a second that every shard is still running.
+fn wait_for_signal_or_failure(signals: &Signals, running: &corecast_broker::Running) -> Stop {
     loop {
-        if let Some(sig) = signals.wait(100) {
-            return Stop::Signal(sig);
+        match signals.wait(100) {
+            Some(sig) if Signals::is_reload(sig) => return Stop::Reload,
+            Some(sig) => return Stop::Signal(sig),
+            None => {}
         }
         if let Some(shard) = running.failed_shard() {
             return Stop::ShardFailed(shard);

@@ -56,6 +56,8 @@ pub struct Shared {
     pub congested: AtomicUsize,
     /// Set by the signal handler thread.
     pub stop: AtomicBool,
+    /// A configuration reloaded at run time (SIGHUP), picked up at each shard's tick.
+    pub reload: crate::reload::ConfigSlot,
 }
 
 impl Shared {
@@ -66,6 +68,7 @@ impl Shared {
             connections: AtomicUsize::new(0),
             congested: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            reload: Default::default(),
         }
     }
 }
@@ -150,6 +153,8 @@ pub struct Shard {
     )>,
     /// In a reconnect storm (see `sweep.rs`): SSE retry advice is raised.
     storm: bool,
+    /// Generation of the reloaded configuration this shard runs with (`reload.rs`).
+    cfg_generation: u64,
     /// `counters.accepted` at the last sweep.
     accepted_at_sweep: u64,
     /// When the next once-a-second sweep runs.
@@ -215,6 +220,7 @@ impl Shard {
             stop_deadline_ns: 0,
             replay_cache: None,
             storm: false,
+            cfg_generation: 0,
             accepted_at_sweep: 0,
             next_sweep_ns: 0,
             sweep_keys: Vec::new(),
@@ -301,12 +307,27 @@ impl Shard {
                 self.arm_accept(idx);
             }
         }
+        self.take_reloaded_config();
         self.maybe_sweep();
         self.publish_stats();
         if !self.stopping && self.shared.stop.load(Ordering::Relaxed) {
             self.begin_shutdown();
         }
         self.arm_timer();
+    }
+
+    /// Switches to a configuration reloaded since the last tick, if any.
+    fn take_reloaded_config(&mut self) {
+        let generation = self.shared.reload.generation();
+        if generation == self.cfg_generation {
+            return;
+        }
+        self.cfg_generation = generation;
+        if let Some(cfg) = self.shared.reload.current() {
+            self.owned.keep_idle_channels(cfg.history.size > 0);
+            self.cfg = cfg;
+            tracing::debug!(shard = self.id, generation, "configuration reloaded");
+        }
     }
 
     fn publish_stats(&mut self) {

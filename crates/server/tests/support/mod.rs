@@ -88,6 +88,13 @@ impl Server {
         }
     }
 
+    /// Sends `signal` to the process (SIGHUP to reload, for instance).
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("running").id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+    }
+
     /// A `redis` crate client URL.
     pub fn url(&self) -> String {
         format!("redis://{}/", self.resp)
