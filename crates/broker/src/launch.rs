@@ -9,12 +9,14 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use corecast_runtime::listener::{bind_reuseport, ensure_unused};
+use corecast_runtime::topology::{self, format_list, MemoryPolicy, ShardPlace, Topology};
 use corecast_runtime::Mesh;
 
 use crate::config::{BrokerConfig, ListenerSpec};
 use crate::msg::ShardMsg;
 use crate::session::Protocol;
 use crate::shard::{Listener, Shard, Shared};
+use crate::stats::Placement;
 
 /// A started broker.
 pub struct Running {
@@ -126,8 +128,18 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
         }
         per_shard.push(mine);
     }
+    let places = placement(&cfg.cpus);
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared::new(shards));
+    for p in &places {
+        shared.board.set_placement(
+            p.shard,
+            Placement {
+                cpu: Some(p.cpu),
+                node: p.node,
+            },
+        );
+    }
     let endpoints = Mesh::build::<ShardMsg>(shards, cfg.ring_capacity);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), std::io::Error>)>();
     let mut threads = Vec::with_capacity(shards);
@@ -172,4 +184,64 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
         config: cfg,
         threads,
     })
+}
+
+/// Where each shard will run, logged: the host's topology (from the sysfs root in
+/// `CORECAST_SYSFS_ROOT`, `/` by default), each shard's CPU, node and socket, and the memory
+/// policy the shards inherit. The policy is respected, not changed: every shard allocates its
+/// buffers on its own thread after pinning, so under the default (local) policy they land on
+/// its node, and under `--membind`/`--interleave` where numactl said.
+fn placement(cpus: &[usize]) -> Vec<ShardPlace> {
+    let root = topology::sysfs_root_from_env();
+    let places = match Topology::read(&root) {
+        Ok(topo) => {
+            tracing::info!(root = %root.display(), "topology: {topo}");
+            topo.placement(cpus)
+        }
+        Err(e) => {
+            tracing::warn!(root = %root.display(), "cannot read the CPU topology ({e}); shard nodes unknown");
+            cpus.iter()
+                .enumerate()
+                .map(|(shard, &cpu)| ShardPlace {
+                    shard,
+                    cpu,
+                    node: None,
+                    socket: None,
+                    core: None,
+                    core_shared_with: Vec::new(),
+                    online: true,
+                })
+                .collect()
+        }
+    };
+    let show = |v: Option<usize>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
+    for p in &places {
+        tracing::info!(
+            shard = p.shard,
+            cpu = p.cpu,
+            node = %show(p.node),
+            socket = %show(p.socket),
+            "shard placement"
+        );
+        if !p.core_shared_with.is_empty() {
+            tracing::info!(
+                shard = p.shard,
+                cpu = p.cpu,
+                "shard shares its core with shard(s) {} (SMT siblings)",
+                format_list(&p.core_shared_with)
+            );
+        }
+    }
+    let policy = MemoryPolicy::current();
+    tracing::info!("memory policy: {policy}");
+    let shard_nodes: Vec<usize> = places.iter().filter_map(|p| p.node).collect();
+    let remote = policy.remote_nodes(&shard_nodes);
+    if !remote.is_empty() {
+        tracing::warn!(
+            "memory policy keeps memory off node(s) {}: shards there use remote memory \
+             (numactl --cpunodebind with local allocation keeps each shard's memory on its node)",
+            format_list(&remote)
+        );
+    }
+    places
 }

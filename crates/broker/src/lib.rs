@@ -13,6 +13,7 @@ pub mod msg;
 pub mod outbound;
 pub mod pause;
 pub mod pending;
+pub mod relay;
 pub mod reload;
 pub mod session;
 pub mod shard;

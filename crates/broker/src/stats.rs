@@ -225,6 +225,15 @@ impl Default for Latencies {
     }
 }
 
+/// Where a shard runs, set once at start (not summed into the total).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The CPU the shard is pinned to.
+    pub cpu: Option<usize>,
+    /// Its NUMA node, if the topology tells.
+    pub node: Option<usize>,
+}
+
 /// What a shard publishes.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -232,6 +241,9 @@ pub struct Snapshot {
     pub counters: Counters,
     /// Histograms at snapshot time (cumulative since start).
     pub latency: Latencies,
+    /// Where the shard runs (set by [`StatsBoard::set_placement`], not by the shard's
+    /// snapshots).
+    pub place: Placement,
 }
 
 /// The shared board: one slot per shard.
@@ -246,6 +258,14 @@ impl StatsBoard {
             slots: (0..shards)
                 .map(|_| Mutex::new(Snapshot::default()))
                 .collect(),
+        }
+    }
+
+    /// Records where shard `id` runs (at start, before the shard publishes).
+    pub fn set_placement(&self, id: usize, place: Placement) {
+        match self.slots[id].lock() {
+            Ok(mut slot) => slot.place = place,
+            Err(p) => p.into_inner().place = place,
         }
     }
 
@@ -304,6 +324,8 @@ fn snapshot_json(s: &Snapshot, shard: Option<usize>) -> Value {
     let mut m = Map::new();
     if let Some(id) = shard {
         m.insert("shard".into(), json!(id));
+        m.insert("cpu".into(), json!(s.place.cpu));
+        m.insert("node".into(), json!(s.place.node));
     }
     for (name, v, _) in s.counters.fields() {
         m.insert(name.into(), json!(v));
@@ -353,6 +375,34 @@ pub fn render_prometheus(shards: &[Snapshot]) -> String {
             );
         }
     }
+    // Where each shard runs: gauges with the shard label only, present for the shards whose
+    // value is known (a family with no samples is left out).
+    let place = |f: fn(&Placement) -> Option<usize>| -> Vec<Option<usize>> {
+        shards.iter().map(|s| f(&s.place)).collect()
+    };
+    for (metric, what, values) in [
+        (
+            "corecast_shard_cpu",
+            "CPU the shard is pinned to",
+            place(|p| p.cpu),
+        ),
+        (
+            "corecast_shard_node",
+            "NUMA node of the shard's CPU",
+            place(|p| p.node),
+        ),
+    ] {
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {metric} {what}.");
+        let _ = writeln!(out, "# TYPE {metric} gauge");
+        for (i, v) in values.iter().enumerate() {
+            if let Some(v) = v {
+                let _ = writeln!(out, "{metric}{{shard=\"{i}\"}} {v}");
+            }
+        }
+    }
     for (metric, pick) in [
         ("corecast_publish_to_send_latency_seconds", 0usize),
         ("corecast_send_complete_latency_seconds", 1usize),
@@ -399,6 +449,49 @@ mod tests {
         assert_eq!(v["total"]["published"], 7);
         assert_eq!(v["total"]["latency_us"]["publish_to_send"]["count"], 1);
         assert_eq!(v["total"]["latency_us"]["publish_to_send"]["p50"], 5);
+    }
+
+    #[test]
+    fn placement_is_per_shard_only() {
+        let board = StatsBoard::new(2);
+        board.set_placement(
+            0,
+            Placement {
+                cpu: Some(4),
+                node: Some(1),
+            },
+        );
+        board.set_placement(
+            1,
+            Placement {
+                cpu: Some(5),
+                node: None,
+            },
+        );
+        // A shard's own snapshots leave its placement alone.
+        let c = Counters {
+            published: 2,
+            ..Default::default()
+        };
+        assert!(board.publish(0, &c, &Latencies::new()));
+        let snaps = board.read();
+        let v: Value = serde_json::from_str(&render_json(&snaps)).unwrap();
+        assert_eq!(v["shards"][0]["cpu"], 4);
+        assert_eq!(v["shards"][0]["node"], 1);
+        assert_eq!(v["shards"][0]["published"], 2);
+        assert_eq!(v["shards"][1]["cpu"], 5);
+        assert!(v["shards"][1]["node"].is_null(), "unknown node");
+        assert!(v["total"].get("cpu").is_none() && v["total"].get("node").is_none());
+
+        let text = render_prometheus(&snaps);
+        assert!(text.contains("# TYPE corecast_shard_cpu gauge\n"), "{text}");
+        assert!(text.contains("corecast_shard_cpu{shard=\"0\"} 4\n"));
+        assert!(text.contains("corecast_shard_cpu{shard=\"1\"} 5\n"));
+        assert!(text.contains("corecast_shard_node{shard=\"0\"} 1\n"));
+        assert!(!text.contains("corecast_shard_node{shard=\"1\"}"));
+        // Never placed (unit tests' shards): no family at all, so no empty one.
+        let text = render_prometheus(&[Snapshot::default()]);
+        assert!(!text.contains("corecast_shard_"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod mesh;
 pub mod process;
 pub mod spsc;
+pub mod topology;
 pub mod uring;
 
 pub use affinity::{parse_core_list, process_cpus, AffinityError};
@@ -26,4 +27,5 @@ pub use driver::{
 };
 pub use mesh::{Mesh, MeshEndpoint, WakeFlag};
 pub use spsc::{channel, Consumer, Producer};
+pub use topology::{MemoryPolicy, ShardPlace, Topology};
 pub use uring::{RingFeatures, UringBuilder};

@@ -16,6 +16,14 @@ fn healthz_stats_and_404() {
     assert_eq!(http_get(server.http, "/nope").0, 404);
     let s = server.stats();
     assert_eq!(s["shards"].as_array().unwrap().len(), 2);
+    for shard in s["shards"].as_array().unwrap() {
+        assert!(shard["cpu"].is_u64(), "cpu missing in {shard}");
+        assert!(shard["node"].is_u64() || shard["node"].is_null(), "{shard}");
+    }
+    assert!(
+        s["total"].get("cpu").is_none(),
+        "placement is per shard only"
+    );
     for obj in s["shards"].as_array().unwrap().iter().chain([&s["total"]]) {
         for key in [
             "connections",
@@ -40,6 +48,53 @@ fn healthz_stats_and_404() {
             }
         }
     }
+}
+
+/// Each shard's CPU and NUMA node reach the start-up log, `/stats` and `/metrics`, read from
+/// a fake sysfs tree (`CORECAST_SYSFS_ROOT`) that puts the shards' CPUs on two nodes of two
+/// sockets.
+#[test]
+fn shards_report_their_cpu_and_node() {
+    use corecast_runtime::topology::{LayoutCpu, SysfsLayout};
+    let cpus = corecast_runtime::process_cpus().unwrap();
+    let layout = SysfsLayout {
+        cpus: cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| LayoutCpu {
+                cpu,
+                node: i % 2,
+                socket: i % 2,
+                core: i / 2,
+            })
+            .collect(),
+        offline: Vec::new(),
+        node_dirs: true,
+        missing_nodes: Vec::new(),
+    };
+    let root = std::env::temp_dir().join(format!("corecast-it-sysfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    layout.write(&root).unwrap();
+    let server = Server::start_env(2, &[], &[("CORECAST_SYSFS_ROOT", root.to_str().unwrap())]);
+    let s = server.stats();
+    for (i, shard) in s["shards"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(shard["cpu"], cpus[i], "{shard}");
+        assert_eq!(shard["node"], i % 2, "{shard}");
+    }
+    let (status, metrics) = http_get(server.http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("# TYPE corecast_shard_node gauge\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("corecast_shard_cpu{{shard=\"1\"}} {}\n", cpus[1])));
+    assert!(metrics.contains("corecast_shard_node{shard=\"1\"} 1\n"));
+    let log = server.log();
+    assert!(log.contains("topology: 2 sockets, 2 NUMA nodes"), "{log}");
+    assert!(log.contains("shard placement"), "{log}");
+    assert!(log.contains("memory policy: "), "{log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// HEAD answers GET's status and headers without the body, so a keep-alive client reads the

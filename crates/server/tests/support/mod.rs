@@ -24,6 +24,20 @@ impl Server {
 
     /// Starts corecast with its open-files limit (soft and hard) set to `nofile`, if given.
     pub fn start_limited(shards: usize, extra: &[&str], nofile: Option<u64>) -> Server {
+        Self::start_with(shards, extra, nofile, &[])
+    }
+
+    /// Starts corecast with extra environment variables.
+    pub fn start_env(shards: usize, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_with(shards, extra, None, env)
+    }
+
+    fn start_with(
+        shards: usize,
+        extra: &[&str],
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let stderr_path = std::env::temp_dir().join(format!(
             "corecast-test-{}-{}.log",
             std::process::id(),
@@ -42,6 +56,7 @@ impl Server {
         args.extend_from_slice(extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
         cmd.args(&args).stdout(Stdio::piped()).stderr(stderr);
+        cmd.envs(env.iter().copied());
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
