@@ -22,6 +22,10 @@ command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The operations tests (crates/server/tests/it_ops_scripts.rs): shellcheck for scripts/*.sh,
+# and systemd-analyze (Debian's systemd package) to verify deploy/corecast.service.
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -66,6 +70,8 @@ if ! npm ls --prefix "$web_node" ws eventsource >/dev/null 2>&1; then
 fi
 echo "node $(node --version), npm $(npm --version)"
 chromium --version 2>/dev/null
+shellcheck --version | sed -n 's/^version: /shellcheck /p'
+systemd-analyze --version | sed -n 1p
 
 redis-server --version
 nats-server --version

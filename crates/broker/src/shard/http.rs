@@ -217,6 +217,14 @@ impl Shard {
             "/ws" if method == "GET" => return self.ws_upgrade(key, &head),
             "/sse" if method == "GET" => return self.sse_start(key, &head),
             "/healthz" if get => Answer::text(200, "OK", "ok\n"),
+            // Every answer carries `Cache-Control: no-store` (see `response_with`).
+            "/dashboard" if get => Answer {
+                status: 200,
+                reason: "OK",
+                content_type: "text/html; charset=utf-8",
+                extra: &[],
+                body: Bytes::from_static(include_bytes!("../dashboard.html")),
+            },
             "/stats" if get => Answer {
                 status: 200,
                 reason: "OK",
