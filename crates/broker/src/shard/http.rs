@@ -1,7 +1,8 @@
 //! The HTTP/1.1 front-end: request heads and bodies (sans-IO in `corecast_proto::http`),
 //! keep-alive and pipelining, and the routes: `POST /pub`, the upgrades to WebSocket
 //! (`GET /ws`, see `ws.rs`) and SSE (`GET /sse`, see `sse.rs`), and the operational
-//! `/healthz`, `/stats`, `/metrics`.
+//! `/healthz`, `/stats`, `/metrics` and `/dashboard` (a page built into the binary that
+//! draws `/stats` over time).
 
 use bytes::Bytes;
 use corecast_proto::http::{
@@ -247,7 +248,7 @@ impl Shard {
                 extra: &["Allow: GET"],
                 ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
             },
-            "/healthz" | "/stats" | "/metrics" => Answer {
+            "/healthz" | "/stats" | "/metrics" | "/dashboard" => Answer {
                 extra: &["Allow: GET, HEAD"],
                 ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
             },
