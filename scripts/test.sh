@@ -26,13 +26,15 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # and systemd-analyze (Debian's systemd package) to verify deploy/corecast.service.
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus-alerts.yml.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 # The Debian package may start a redis-server on 6379; the tests use their own ephemeral
 # ports, so it is harmless, but stop it to keep the machine quiet.
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server nats-server >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server nats-server prometheus >/dev/null 2>&1 || true; fi
 
 # pip_install PACKAGE: plain pip, then past PEP 668 (a Debian system Python refuses pip
 # installs unless told otherwise), then with Debian's pip installed first.
