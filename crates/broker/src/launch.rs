@@ -130,7 +130,14 @@ pub fn launch(cfg: BrokerConfig) -> Result<Running, LaunchError> {
     }
     let places = placement(&cfg.cpus);
     let cfg = Arc::new(cfg);
-    let shared = Arc::new(Shared::new(shards));
+    let nodes: Vec<Option<usize>> = places.iter().map(|p| p.node).collect();
+    let relay = crate::relay::RelayPlan::new(&nodes);
+    if relay.spans_nodes() {
+        tracing::info!(
+            "shards span NUMA nodes: a message crosses each node once, through a relay shard"
+        );
+    }
+    let shared = Arc::new(Shared::with_relay(relay));
     for p in &places {
         shared.board.set_placement(
             p.shard,

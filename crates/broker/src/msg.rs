@@ -173,6 +173,25 @@ pub enum ShardMsg {
         /// The message, shared by every shard it goes to.
         msg: Arc<Message>,
     },
+    /// A message the receiver, the relay of its NUMA node for the owner, delivers to its own
+    /// subscribers (if any) and forwards to `forward`, shards of its node (`relay.rs`).
+    Relay {
+        /// The message (the relay makes a node-local copy before forwarding).
+        msg: Arc<Message>,
+        /// The pattern, for a pattern delivery.
+        pattern: Option<Name>,
+        /// The other interested shards of the relay's node.
+        forward: Box<[u16]>,
+    },
+    /// A message for another shard of the receiver's node, which the owner routes through
+    /// the receiver so that it stays in order with the deliveries the receiver relays (the
+    /// answer to a `Join`).
+    Forward {
+        /// The shard to pass it to.
+        to: u16,
+        /// The message.
+        msg: Box<ShardMsg>,
+    },
     /// A message for the receiver's local subscribers of `pattern`.
     DeliverPattern {
         /// The pattern the subscribers used.

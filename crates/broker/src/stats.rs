@@ -92,12 +92,15 @@ pub struct Counters {
     /// Replay lists built from history. Resumers from the same position share one list, so
     /// a reconnect storm of thousands of clients on one channel costs one walk, not one each.
     pub replay_walks: u64,
+    /// Messages this shard, as owner, sent to another NUMA node through that node's relay
+    /// (one handle per node instead of one per interested shard).
+    pub relayed: u64,
     /// Bytes of channel history this shard holds (gauge).
     pub history_bytes: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 39] {
+    fn fields(&self) -> [(&'static str, u64, bool); 40] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -142,6 +145,7 @@ impl Counters {
             ("resumes", self.resumes, false),
             ("resume_resets", self.resume_resets, false),
             ("replay_walks", self.replay_walks, false),
+            ("relayed", self.relayed, false),
             ("history_bytes", self.history_bytes, true),
         ]
     }
@@ -186,6 +190,7 @@ impl Counters {
             resumes,
             resume_resets,
             replay_walks,
+            relayed,
             history_bytes
         );
         // Advice is a value, not a sum: the highest any shard gives.

@@ -243,8 +243,30 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
     if shards == Some(0) {
         return Err(bad("shards", "must be at least 1"));
     }
-    let cpus = corecast_runtime::affinity::select_cpus(&allowed, cores.as_deref(), shards)
-        .map_err(|e| bad(if cores.is_some() { "cores" } else { "shards" }, e))?;
+    // CORECAST_SHARDS_PER_CPU=N runs N shards on each chosen CPU: never faster, but it lets
+    // a two-CPU machine run four shards on a fake two-node layout (tests of the cross-node
+    // relay); `shards` then counts them all.
+    let per_cpu: usize = match std::env::var("CORECAST_SHARDS_PER_CPU") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| (1..=16).contains(&n))
+            .ok_or_else(|| bad("CORECAST_SHARDS_PER_CPU", "must be between 1 and 16"))?,
+        Err(_) => 1,
+    };
+    let cpus = corecast_runtime::affinity::select_cpus(
+        &allowed,
+        cores.as_deref(),
+        shards.map(|n| n.div_ceil(per_cpu)),
+    )
+    .map_err(|e| bad(if cores.is_some() { "cores" } else { "shards" }, e))?;
+    let mut cpus: Vec<usize> = cpus
+        .iter()
+        .flat_map(|&c| std::iter::repeat_n(c, per_cpu))
+        .collect();
+    if let Some(n) = shards {
+        cpus.truncate(n);
+    }
     // The command line wins over the file, the file over the default.
     macro_rules! pick {
         ($key:ident, $default:expr) => {

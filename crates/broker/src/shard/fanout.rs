@@ -96,16 +96,8 @@ impl Shard {
                 self.owned.history_changed(delta);
             }
         }
-        for &s in &targets {
-            if s == self.id {
-                // Local subscribers get it now, as Redis does: before the publisher's
-                // reply, and before a command pipelined behind the PUBLISH runs.
-                self.deliver_here(msg, Via::Channel);
-            } else {
-                let msg = share(&msg, name.as_ref());
-                self.send_to(s, ShardMsg::Deliver { msg });
-            }
-        }
+        let mut share = || share(&msg, name.as_ref());
+        self.send_out(&targets, msg, None, &mut share);
         if msg.ns == Ns::Plain && !self.patterns.is_empty() {
             for i in 0..self.patterns.entries.len() {
                 let e = &self.patterns.entries[i];
@@ -116,24 +108,107 @@ impl Shard {
                 let pattern = e.pattern.clone();
                 targets.clear();
                 targets.extend((0..self.shards).filter(|&s| e.per_shard[s] > 0));
-                for &s in &targets {
-                    if s == self.id {
-                        self.deliver_here(msg, Via::Pattern(&pattern));
-                    } else {
-                        let msg = share(&msg, name.as_ref());
-                        self.send_to(
-                            s,
-                            ShardMsg::DeliverPattern {
-                                pattern: pattern.clone(),
-                                msg,
-                            },
-                        );
-                    }
-                }
+                self.send_out(&targets, msg, Some(&pattern), &mut share);
             }
         }
         self.targets = targets;
         (count, pos)
+    }
+
+    /// Hands a message to each shard in `targets` (this one at once, as Redis does: before
+    /// the publisher's reply and before a command pipelined behind the PUBLISH runs), for
+    /// its subscribers of the channel or of `pattern`. When shards span NUMA nodes a remote
+    /// node gets one handle, through its relay (`relay.rs`). `share` makes (once) the
+    /// message other shards get.
+    fn send_out(
+        &mut self,
+        targets: &[usize],
+        msg: MessageView<'_>,
+        pattern: Option<&Name>,
+        share: &mut dyn FnMut() -> Arc<Message>,
+    ) {
+        let deliver = |msg: Arc<Message>| match pattern {
+            None => ShardMsg::Deliver { msg },
+            Some(p) => ShardMsg::DeliverPattern {
+                pattern: p.clone(),
+                msg,
+            },
+        };
+        let via = pattern.map_or(Via::Channel, |p| Via::Pattern(p));
+        if !self.shared.relay.spans_nodes() {
+            for &s in targets {
+                if s == self.id {
+                    self.deliver_here(msg, via);
+                } else {
+                    self.send_to(s, deliver(share()));
+                }
+            }
+            return;
+        }
+        let mut plan = std::mem::take(&mut self.plan);
+        let relay = &self.shared.relay;
+        relay.plan(self.id, targets.iter().copied(), &mut plan);
+        for &s in plan.direct() {
+            if s == self.id {
+                self.deliver_here(msg, via);
+            } else {
+                self.send_to(s, deliver(share()));
+            }
+        }
+        for r in plan.relays() {
+            let forward = r.forward.iter().map(|&s| s as u16).collect();
+            let msg = ShardMsg::Relay {
+                msg: share(),
+                pattern: pattern.cloned(),
+                forward,
+            };
+            self.counters.relayed += 1;
+            self.send_to(r.relay, msg);
+        }
+        self.plan = plan;
+    }
+
+    /// On a relay: delivers to this shard's subscribers and forwards to the rest of its
+    /// node, from a copy of the message made here, so this node's shards read (and count
+    /// references on) node-local memory only.
+    pub(super) fn relay_message(&mut self, msg: &Message, pattern: Option<Name>, forward: &[u16]) {
+        let local = Arc::new(Message {
+            ns: msg.ns,
+            channel: Name::from(&*msg.channel),
+            seq: msg.seq,
+            epoch: msg.epoch,
+            payload: Bytes::copy_from_slice(&msg.payload),
+            ts_ns: msg.ts_ns,
+            json: msg.json,
+        });
+        let via = pattern.as_ref().map_or(Via::Channel, |p| Via::Pattern(p));
+        self.deliver_here(local.view(), via);
+        for &s in forward {
+            let msg = local.clone();
+            let m = match &pattern {
+                None => ShardMsg::Deliver { msg },
+                Some(p) => ShardMsg::DeliverPattern {
+                    pattern: p.clone(),
+                    msg,
+                },
+            };
+            self.send_to(usize::from(s), m);
+        }
+    }
+
+    /// Sends an owner's message that must stay in order with its deliveries to `dest` (the
+    /// answer to a `Join`) along the deliveries' path: directly, or through the relay.
+    pub(super) fn send_in_order(&mut self, dest: usize, msg: ShardMsg) {
+        match self.shared.relay.route(self.id, dest) {
+            crate::relay::Route::Via(relay) if relay != dest => self.send_to(
+                relay,
+                ShardMsg::Forward {
+                    to: dest as u16,
+                    msg: Box::new(msg),
+                },
+            ),
+            _ => self.send_to(dest, msg),
+        }
     }
 
     /// Publishes a client's message: on this shard when it owns the channel (returning the

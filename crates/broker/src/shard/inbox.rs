@@ -64,6 +64,12 @@ impl Shard {
                 }
             }
             ShardMsg::Deliver { msg } => self.deliver_here(msg.view(), Via::Channel),
+            ShardMsg::Relay {
+                msg,
+                pattern,
+                forward,
+            } => self.relay_message(&msg, pattern, &forward),
+            ShardMsg::Forward { to, msg } => self.send_to(usize::from(to), *msg),
             ShardMsg::DeliverPattern { pattern, msg } => {
                 self.deliver_here(msg.view(), Via::Pattern(&pattern))
             }
@@ -83,13 +89,13 @@ impl Shard {
                 reply,
             } => {
                 let joined = self.join_owned(ns, &channel, from, since);
-                self.send_to(
-                    from,
-                    ShardMsg::Reply {
-                        pending: reply,
-                        value: ReplyValue::Joined(Box::new(joined)),
-                    },
-                );
+                let answer = ShardMsg::Reply {
+                    pending: reply,
+                    value: ReplyValue::Joined(Box::new(joined)),
+                };
+                // After the answer, `from` must see exactly the deliveries sequenced after
+                // the +1: they may come through a relay, so the answer does too.
+                self.send_in_order(from, answer);
             }
             ShardMsg::PatDelta {
                 pattern,

@@ -58,17 +58,26 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// A configuration reloaded at run time (SIGHUP), picked up at each shard's tick.
     pub reload: crate::reload::ConfigSlot,
+    /// How a message crosses NUMA nodes (`relay.rs`): one handle per remote node.
+    pub relay: crate::relay::RelayPlan,
 }
 
 impl Shared {
-    /// Fresh shared state for `shards` shards.
+    /// Fresh shared state for `shards` shards, all on one node.
     pub fn new(shards: usize) -> Self {
+        Self::with_relay(crate::relay::RelayPlan::new(&vec![None; shards]))
+    }
+
+    /// Fresh shared state for the shards of `relay`'s layout.
+    pub fn with_relay(relay: crate::relay::RelayPlan) -> Self {
+        let shards = relay.shards();
         Self {
             board: StatsBoard::new(shards),
             connections: AtomicUsize::new(0),
             congested: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             reload: Default::default(),
+            relay,
         }
     }
 }
@@ -134,6 +143,8 @@ pub struct Shard {
     stalled: Vec<u32>,
     to_close: Vec<u32>,
     targets: Vec<usize>,
+    /// The fan-out plan of the message being published (reused).
+    plan: crate::relay::Plan,
     args: Args,
     limits: Limits,
     scratch: Vec<u8>,
@@ -208,6 +219,7 @@ impl Shard {
             stalled: Vec::new(),
             to_close: Vec::new(),
             targets: Vec::new(),
+            plan: crate::relay::Plan::new(),
             events: Vec::with_capacity(1024),
             args: Args::new(),
             limits,
