@@ -23,6 +23,33 @@ pub struct Envelope<'a> {
     pub data: Option<&'a [u8]>,
 }
 
+/// The delivery as corecast writes it, `{"ch":"<name>","seq":<n>,"data":<value>}` with no
+/// whitespace and no escape in the name, read in one pass over the name and the seq:
+/// `data` is everything up to the final `}` (the broker validated it once at publish, and
+/// [`parse_envelope`] would only scan it to find its end). None for anything else, which then
+/// goes through [`parse_envelope`]; so a delivery in another layout is still read right,
+/// only slower. Half the load generator's time went to scanning `data` before this.
+pub fn fast_delivery(msg: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = msg.strip_prefix(b"{\"ch\":\"")?;
+    let quote = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[quote] != b'"' {
+        return None;
+    }
+    let rest = rest[quote + 1..].strip_prefix(b",\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
+    }
+    let mut seq = 0u64;
+    for &d in &rest[..digits] {
+        seq = seq.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    let data = rest[digits..]
+        .strip_prefix(b",\"data\":")?
+        .strip_suffix(b"}")?;
+    (!data.is_empty()).then_some((seq, data))
+}
+
 /// Reads the top-level fields of the JSON object `msg`.
 pub fn parse_envelope(msg: &[u8]) -> Result<Envelope<'_>, String> {
     let mut e = Envelope::default();
@@ -155,6 +182,31 @@ fn number(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_parser_or_declines() {
+        for msg in [
+            &br#"{"ch":"c0","seq":42,"data":"abc"}"#[..],
+            br#"{"ch":"c0","seq":0,"data":{"a":[1,2]}}"#,
+            br#"{"ch":"x y","seq":18446744073709551615,"data":null}"#,
+        ] {
+            let env = parse_envelope(msg).unwrap();
+            assert_eq!(
+                fast_delivery(msg),
+                Some((env.seq.unwrap(), env.data.unwrap()))
+            );
+        }
+        for msg in [
+            &br#"{"ch":"c"0","seq":1,"data":1}"#[..],
+            br#"{"op":"ok","ch":"c0","seq":1}"#,
+            br#"{ "ch":"c0","seq":1,"data":1}"#,
+            br#"{"ch":"c0","seq":,"data":1}"#,
+            br#"{"ch":"c0","seq":1,"data":}"#,
+            br#"{"ch":"c0","seq":1,"data":1"#,
+        ] {
+            assert_eq!(fast_delivery(msg), None, "{}", String::from_utf8_lossy(msg));
+        }
+    }
 
     #[test]
     fn deliveries_acks_resets_and_errors() {

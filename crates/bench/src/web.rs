@@ -704,6 +704,12 @@ impl Ctx {
             }
         }
         if let Some(d) = ev.data {
+            if matches!(ev.event, None | Some(b"message")) {
+                if let Some((seq, payload)) = crate::json::fast_delivery(d) {
+                    self.deliver(c, Some(seq), payload)?;
+                    return Ok(used);
+                }
+            }
             let env = parse_envelope(d).map_err(bad)?;
             match ev.event {
                 None | Some(b"message") => {
@@ -792,6 +798,9 @@ impl Ctx {
 
     /// One native JSON message.
     fn native_message(&mut self, c: &mut Conn, msg: &[u8]) -> Result<(), Fail> {
+        if let Some((seq, payload)) = crate::json::fast_delivery(msg) {
+            return self.deliver(c, Some(seq), payload);
+        }
         let env = parse_envelope(msg).map_err(bad)?;
         match env.op {
             None => {
