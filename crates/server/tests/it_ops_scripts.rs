@@ -1181,7 +1181,7 @@ fn operations_guide_has_sizing_pinning_and_tuning() {
         "## Sizing",
         "## Pinning and NUMA",
         "## Host tuning",
-        "(WebSocket/SSE: see docs/benchmarks.md)",
+        "A WebSocket subscriber costs",
         "scripts/numa-launch.sh",
         "scripts/tune-host.sh",
         "deploy/sysctl-corecast.conf",
