@@ -56,6 +56,11 @@ pub mod limits {
     pub const STATS_REUSE_NS: u64 = 20_000_000;
     /// Largest capacity an emptied queue keeps (16 KiB of entries; a 256-message window fits).
     pub const MAX_KEPT_DEQUE_CAPACITY: usize = 1024;
+    /// Connections a shard closes per loop turn (the rest wait for the next turns, the loop
+    /// not sleeping meanwhile). A reconnect storm cut 15,000 streams at once and the turn
+    /// that closed them all took about 250 ms, during which `/healthz` waited; 512 closes is
+    /// a few milliseconds of kernel work.
+    pub const CLOSES_PER_TURN: usize = 512;
     /// Listen backlog per shard socket (the kernel caps it at `net.core.somaxconn`, 4096 by
     /// default since Linux 5.4). 4096: in a reconnect storm of 15,000 SSE clients on one
     /// shard, a backlog of 1024 overflowed (`ListenOverflows` 1008) and each dropped client

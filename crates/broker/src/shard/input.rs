@@ -65,14 +65,14 @@ impl Shard {
                 self.mark_dirty(key);
             } else {
                 tracing::debug!(shard = self.id, key, "peer closed");
-                self.begin_close(key);
+                self.queue_close(key);
             }
         } else if res == -libc::ENOBUFS {
             self.counters.recv_no_buffers += 1;
         } else if res != -libc::ECANCELED {
             tracing::debug!(shard = self.id, key, error = %std::io::Error::from_raw_os_error(-res), "receive failed; closing");
             self.counters.receive_errors += 1;
-            self.begin_close(key);
+            self.queue_close(key);
         }
         let Some(c) = self.conns.get(key) else { return };
         if c.life == Life::Closing {

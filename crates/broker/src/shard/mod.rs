@@ -256,6 +256,10 @@ impl Shard {
             self.reap();
             self.drain_mesh();
             self.resume_stalled();
+            // Answers to requests go out before this turn's closes: a storm of peers leaving
+            // at once would otherwise put thousands of closes (and their TCP work) ahead of
+            // an operator's /healthz in the submission queue.
+            self.flush_urgent();
             self.close_queued();
             self.mesh.flush_overflow(&self.shared.congested);
             self.flush_sends();

@@ -15,22 +15,7 @@ impl Shard {
         }
         // A fresh reading: publishes parsed during this turn are stamped after its start.
         self.now_ns = corecast_runtime::clock::now_ns();
-        // Answers to requests first, outside the cap (a connection may also sit in `dirty`:
-        // its later entry finds the send in flight and is skipped).
-        let mut urgent = std::mem::take(&mut self.urgent);
-        for &key in &urgent {
-            let key = key as usize;
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            conn.dirty = false;
-            if conn.send_inflight || conn.life == Life::Closing {
-                continue;
-            }
-            self.submit_send(key);
-        }
-        urgent.clear();
-        self.urgent = urgent;
+        self.flush_urgent();
         let cap = self.cfg.max_sends_per_turn;
         let mut dirty = std::mem::take(&mut self.dirty);
         let (mut done, mut sent) = (0, 0);
@@ -54,6 +39,29 @@ impl Shard {
         dirty.drain(..done);
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
+    }
+
+    /// Sends the answers to requests (`/healthz`, `/stats`, `POST /pub`) queued so far, ahead
+    /// of everything else and outside `max_sends_per_turn`. A connection may also sit in
+    /// `dirty`: its later entry finds the send in flight and is skipped.
+    pub(super) fn flush_urgent(&mut self) {
+        if self.urgent.is_empty() {
+            return;
+        }
+        let mut urgent = std::mem::take(&mut self.urgent);
+        for &key in &urgent {
+            let key = key as usize;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.send_inflight || conn.life == Life::Closing {
+                continue;
+            }
+            self.submit_send(key);
+        }
+        urgent.clear();
+        self.urgent = urgent;
     }
 
     /// One send for the connection: its front frame alone with SEND_ZC when it is large
