@@ -8,8 +8,10 @@ binary for every peer) to --load-cpu (default 1). Loopback only. Requires nats-s
 Debian), taskset, perf (only for the storm profile) and release builds:
 cargo build --release -p corecast-server -p corecast-bench.
 
-Usage: scripts/web_compare.py [--quick] [--repeat 3] [--only fanout,latency,memory,broadcast,storm]
-                              [--out FILE.md] [--json-out FILE.json] [--no-perf] [--logdir DIR]
+Usage: scripts/web_compare.py [--quick] [--repeat 3] [--gateway-repeat 1]
+                              [--only fanout,latency,memory,broadcast,storm] [--no-perf]
+                              [--noisy 0.1] [--noisy-retries 3] [--bin target/release]
+                              [--out FILE.md] [--json-out FILE.json] [--logdir DIR]
 
 Scenarios:
 1. fanout: 1 publisher -> 1000 subscribers on one channel, closed loop (default window),
@@ -40,7 +42,7 @@ Each run also records the CPU time other processes on this shared machine used m
 (and steal time), and the kernel's TcpExt drop counters, to flag noisy runs.
 
 Every command line is recorded in the report. --quick: one round, shorter runs, smaller
-idle counts (about 4 minutes instead of about 13).
+idle counts (about 4 minutes instead of about 14-16, more when noisy runs are run again).
 """
 import argparse
 import hashlib
@@ -1012,14 +1014,17 @@ def environment():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                 epilog="See the module docstring for the scenarios.")
     ap.add_argument("--quick", action="store_true", help="one round, shorter runs, smaller counts")
     ap.add_argument("--repeat", type=int, help="rounds for scenarios 1, 2, 3a (default 3; --quick 1)")
     ap.add_argument("--gateway-repeat", type=int, default=1, help="rounds for 3b and 3c (default 1)")
-    ap.add_argument("--only", default="fanout,latency,memory,broadcast,storm")
+    ap.add_argument("--only", default="fanout,latency,memory,broadcast,storm",
+                    help="comma-separated scenarios (default: all)")
     ap.add_argument("--broker-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
-    ap.add_argument("--no-perf", dest="perf", action="store_false")
+    ap.add_argument("--no-perf", dest="perf", action="store_false",
+                    help="no profiled storm run even when /healthz misses its target")
     ap.add_argument("--noisy", type=float, default=0.1,
                     help="run a run again (not in 3a) when other processes (and steal) took more "
                          "than this share of a CPU meanwhile (0: never; default 0.1)")
