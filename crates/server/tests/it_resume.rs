@@ -351,7 +351,7 @@ fn messages_cross_every_front_end() {
     );
     assert_eq!(ws.recv()["data"], json!({"from": "ws"}));
     // HTTP text → a JSON string for JSON clients, the raw bytes for RESP.
-    let (status, body) = http_post(server.http, "/pub?ch=x", "text/plain", "plain\ttext");
+    let (status, body) = http_post(server.http, "/pub?ch=x", Some("text/plain"), b"plain\ttext");
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["receivers"], 3);
@@ -370,20 +370,4 @@ fn messages_cross_every_front_end() {
             json!("plain\ttext")
         ]
     );
-}
-
-fn http_post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{RespConn, Server};
+use support::{http_post, RespConn, Server};
 
 /// How long one expected event may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -427,41 +427,6 @@ impl Publisher {
         let e = epoch.as_str().expect("epoch is a string").to_string();
         self.epochs.entry(ch.to_string()).or_insert(e);
     }
-}
-
-/// A one-shot HTTP POST; returns (status, body).
-fn http_post(
-    addr: SocketAddr,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    s.write_all(&bytes).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read http response");
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn ws_url(addr: SocketAddr) -> String {

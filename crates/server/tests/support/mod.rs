@@ -384,13 +384,37 @@ pub fn reply_len(b: &[u8]) -> Option<usize> {
 
 /// A one-shot HTTP GET; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_once(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").into_bytes(),
+    )
+}
+
+/// A one-shot HTTP POST with a `Content-Length` body; returns (status, body).
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    http_once(addr, bytes)
+}
+
+/// Writes one request on a fresh connection and reads the answer to the connection's end.
+fn http_once(addr: SocketAddr, request: Vec<u8>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(&request).unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).expect("read http response");
     let text = String::from_utf8_lossy(&resp).into_owned();
