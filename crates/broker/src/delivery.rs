@@ -12,7 +12,7 @@ use slab::Slab;
 
 use crate::config::{BrokerConfig, SlowConsumerPolicy};
 use crate::conn::{Conn, Life};
-use crate::msg::{MessageView, Ns};
+use crate::msg::{MessageView, Ns, Position};
 use crate::outbound::{Frame, LocalFrame};
 use crate::session::Session;
 use crate::stats::Counters;
@@ -95,18 +95,17 @@ pub fn build_frame(format: Format, msg: &MessageView<'_>, via: Via<'_>, out: &mu
             native::delivery(&mut json, msg.channel, msg.seq, msg.payload, msg.json);
             let mut id = Vec::new();
             if format == Format::Sse {
-                sse::write_positions(&mut id, &[Some(position(msg.epoch, msg.seq))]);
+                let pos = Position {
+                    epoch: msg.epoch,
+                    seq: msg.seq,
+                };
+                sse::write_positions(&mut id, &[Some(pos)]);
             }
             let id = (format == Format::Sse).then_some(id.as_slice());
             out.reserve(sse::event_len(id, None, &json));
             sse::event(out, id, None, &json);
         }
     }
-}
-
-/// A position in the codec's terms.
-pub fn position(epoch: u64, seq: u64) -> corecast_proto::native::Position {
-    corecast_proto::native::Position { epoch, seq }
 }
 
 /// The `id:` line of a multi-channel SSE stream after `msg`: the stream's positions with
@@ -117,7 +116,7 @@ fn sse_id_line(conn: &mut Conn, msg: &MessageView<'_>) -> Option<Bytes> {
         return None;
     };
     let i = s.index_of(msg.channel)?;
-    s.channels[i].pos = Some(crate::msg::Position {
+    s.channels[i].pos = Some(Position {
         epoch: msg.epoch,
         seq: msg.seq,
     });
@@ -126,11 +125,7 @@ fn sse_id_line(conn: &mut Conn, msg: &MessageView<'_>) -> Option<Bytes> {
 
 /// `id: <positions>\n` for an SSE stream.
 pub fn sse_id_bytes(s: &crate::session::SseSession) -> Bytes {
-    let positions: Vec<_> = s
-        .channels
-        .iter()
-        .map(|c| c.pos.map(|p| position(p.epoch, p.seq)))
-        .collect();
+    let positions: Vec<_> = s.channels.iter().map(|c| c.pos).collect();
     let mut v = Vec::with_capacity(8 + 24 * positions.len());
     v.extend_from_slice(b"id: ");
     corecast_proto::sse::write_positions(&mut v, &positions);

@@ -85,13 +85,7 @@ pub struct MessageView<'a> {
 /// subscriber or, with history on, first publish), so a position from before the state was
 /// lost (a restart, the channel forgotten after its history expired) can never be mistaken
 /// for one of the present: resuming from it yields a reset notice, not the wrong messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    /// The channel's epoch.
-    pub epoch: u64,
-    /// The last message's sequence number in that epoch (0 before the first).
-    pub seq: u64,
-}
+pub use corecast_proto::native::Position;
 
 /// What a subscriber that asked to resume receives before the live messages.
 #[derive(Debug, Clone)]

@@ -244,11 +244,6 @@ impl SseSession {
     pub fn index_of(&self, channel: &[u8]) -> Option<usize> {
         self.channels.iter().position(|c| *c.name == *channel)
     }
-
-    /// The stream's positions, in request order (for event ids).
-    pub fn positions(&self) -> Vec<Option<Position>> {
-        self.channels.iter().map(|c| c.pos).collect()
-    }
 }
 
 /// One connection's protocol state.

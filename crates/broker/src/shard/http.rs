@@ -13,7 +13,6 @@ use corecast_proto::http::{
 use super::Shard;
 use crate::config::limits::STATS_REUSE_NS;
 use crate::conn::Life;
-use crate::delivery::position;
 use crate::msg::{MessageView, Name, Ns, Position};
 use crate::pending::PendingKind;
 use crate::session::{PendingBody, Session};
@@ -70,11 +69,7 @@ pub(super) fn encode_answer(value: PendingKind) -> Bytes {
 
 fn publish_response(receivers: i64, pos: Position, keep_alive: bool) -> Vec<u8> {
     let mut body = Vec::new();
-    corecast_proto::native::publish_answer(
-        &mut body,
-        position(pos.epoch, pos.seq),
-        receivers.max(0) as u64,
-    );
+    corecast_proto::native::publish_answer(&mut body, pos, receivers.max(0) as u64);
     let mut out = Vec::new();
     response_with(
         &mut out,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::Shard;
 use crate::conn::Life;
-use crate::delivery::{build_frame, position, sse_id_bytes, Format, Via};
+use crate::delivery::{build_frame, sse_id_bytes, Format, Via};
 use crate::msg::{Joined, Name, Ns, Position, Replay, ShardMsg};
 use crate::pending::{JoinWait, PendingKind};
 use crate::session::Session;
@@ -161,12 +161,7 @@ impl Shard {
         match &mut self.conns[key].session {
             Session::Ws(_) => {
                 use corecast_proto::native;
-                native::subscribed(
-                    &mut first,
-                    tag,
-                    channel,
-                    position(joined.pos.epoch, joined.pos.seq),
-                );
+                native::subscribed(&mut first, tag, channel, joined.pos);
                 let mut text = Vec::new();
                 if let Replay::Reset { first: f } = joined.replay {
                     native::reset(&mut text, channel, joined.pos.epoch, f, joined.pos.seq);
@@ -216,12 +211,7 @@ impl Shard {
                     for (k, c) in s.channels.iter().enumerate() {
                         let pos = c.pos.unwrap_or(joined.pos);
                         let mut data = Vec::new();
-                        corecast_proto::native::subscribed(
-                            &mut data,
-                            None,
-                            &c.name,
-                            position(pos.epoch, pos.seq),
-                        );
+                        corecast_proto::native::subscribed(&mut data, None, &c.name, pos);
                         if k > 0 {
                             let id_line = first[..id_line_end].to_vec();
                             first.extend_from_slice(&id_line);

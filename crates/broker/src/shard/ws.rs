@@ -11,8 +11,8 @@ use corecast_proto::ws::{self, close_code, Decoder, Event};
 use super::join::ws_text;
 use super::Shard;
 use crate::conn::Life;
-use crate::delivery::{position, Format};
-use crate::msg::{MessageView, Name, Ns, Position};
+use crate::delivery::Format;
+use crate::msg::{MessageView, Name, Ns};
 use crate::pending::PendingKind;
 use crate::session::{Session, WsSession};
 
@@ -28,12 +28,7 @@ pub(super) fn encode_answer(value: PendingKind) -> Bytes {
         return Bytes::new();
     };
     let mut text = Vec::new();
-    native::published(
-        &mut text,
-        Some(&id),
-        position(pos.epoch, pos.seq),
-        receivers.max(0) as u64,
-    );
+    native::published(&mut text, Some(&id), pos, receivers.max(0) as u64);
     let mut out = Vec::new();
     ws_text(&mut out, &text);
     Bytes::from(out)
@@ -229,11 +224,7 @@ impl Shard {
                 }
                 let name = Name::from(channel);
                 s.subs.insert(name.clone());
-                let since = req.since.map(|p| Position {
-                    epoch: p.epoch,
-                    seq: p.seq,
-                });
-                self.join(key, name, since, id.map(Box::from));
+                self.join(key, name, req.since, id.map(Box::from));
             }
             OpKind::Unsub => {
                 let who = self.conns[key].at(key);
@@ -275,12 +266,7 @@ impl Shard {
                 if let Some((receivers, pos)) = self.publish(key, msg, id.map(Box::from)) {
                     if id.is_some() {
                         let mut out = Vec::new();
-                        native::published(
-                            &mut out,
-                            id,
-                            position(pos.epoch, pos.seq),
-                            receivers.max(0) as u64,
-                        );
+                        native::published(&mut out, id, pos, receivers.max(0) as u64);
                         self.ws_send_text(key, &out);
                     }
                 }
