@@ -58,9 +58,16 @@ pub mod limits {
     pub const MAX_KEPT_DEQUE_CAPACITY: usize = 1024;
     /// Connections a shard closes per loop turn (the rest wait for the next turns, the loop
     /// not sleeping meanwhile). A reconnect storm cut 15,000 streams at once and the turn
-    /// that closed them all took about 250 ms, during which `/healthz` waited; 512 closes is
-    /// a few milliseconds of kernel work.
-    pub const CLOSES_PER_TURN: usize = 512;
+    /// that closed them all took about 250 ms, during which `/healthz` waited; 512 closes
+    /// took 11 ms of kernel work a turn here, 256 keep a turn near 5 ms.
+    pub const CLOSES_PER_TURN: usize = 256;
+    /// Deferred completion work (a socket's readiness: an accepted connection, a request's
+    /// bytes, a peer's FIN) a busy shard asks the kernel to run per `io_uring_enter`. Linux
+    /// runs only 20 items per pass otherwise; in a reconnect storm of 15,000 SSE clients
+    /// that made a turn per 20-40 items and a `/healthz` request waited 100-250 ms behind
+    /// the rest. 1024 items are a few milliseconds of kernel work: with it the storm's
+    /// `/healthz` p99 went to under 10 ms.
+    pub const TASK_WORK_PER_ENTER: u32 = 1024;
     /// Listen backlog per shard socket (the kernel caps it at `net.core.somaxconn`, 4096 by
     /// default since Linux 5.4). 4096: in a reconnect storm of 15,000 SSE clients on one
     /// shard, a backlog of 1024 overflowed (`ListenOverflows` 1008) and each dropped client

@@ -206,6 +206,10 @@ pub struct Latencies {
     pub publish_to_send: Histogram<u64>,
     /// From a send's submission to its completion.
     pub send_complete: Histogram<u64>,
+    /// One turn of the shard's loop: completions handled, sends and closes submitted, and
+    /// (when the turn does not sleep) the kernel work of its enter. Nothing on the shard is
+    /// looked at during a turn, so its tail is the shard's own share of any latency.
+    pub turn: Histogram<u64>,
 }
 
 impl Latencies {
@@ -215,7 +219,31 @@ impl Latencies {
         Self {
             publish_to_send: h(),
             send_complete: h(),
+            turn: h(),
         }
+    }
+
+    /// Each histogram's key in `/stats` (`latency_us.<key>`) and its metric name, in the
+    /// order of [`Latencies::histograms`].
+    pub const NAMES: [(&'static str, &'static str); 3] = [
+        (
+            "publish_to_send",
+            "corecast_publish_to_send_latency_seconds",
+        ),
+        ("send_complete", "corecast_send_complete_latency_seconds"),
+        ("turn", "corecast_turn_duration_seconds"),
+    ];
+
+    /// Every histogram, in the order of [`Latencies::NAMES`].
+    pub fn histograms(&self) -> [&Histogram<u64>; 3] {
+        [&self.publish_to_send, &self.send_complete, &self.turn]
+    }
+
+    /// Adds every histogram of `other` into the same one of `self`.
+    fn add(&mut self, other: &Latencies) {
+        let _ = self.publish_to_send.add(&other.publish_to_send);
+        let _ = self.send_complete.add(&other.send_complete);
+        let _ = self.turn.add(&other.turn);
     }
 
     /// Records a duration in nanoseconds into `h`, saturating at the top bucket.
@@ -281,8 +309,8 @@ impl StatsBoard {
                 slot.counters = *counters;
                 slot.latency.publish_to_send.reset();
                 slot.latency.send_complete.reset();
-                let _ = slot.latency.publish_to_send.add(&latency.publish_to_send);
-                let _ = slot.latency.send_complete.add(&latency.send_complete);
+                slot.latency.turn.reset();
+                slot.latency.add(latency);
                 true
             }
             Err(_) => false,
@@ -305,11 +333,7 @@ fn merged(shards: &[Snapshot]) -> Snapshot {
     let mut total = Snapshot::default();
     for s in shards {
         total.counters.add(&s.counters);
-        let _ = total
-            .latency
-            .publish_to_send
-            .add(&s.latency.publish_to_send);
-        let _ = total.latency.send_complete.add(&s.latency.send_complete);
+        total.latency.add(&s.latency);
     }
     total
 }
@@ -335,13 +359,12 @@ fn snapshot_json(s: &Snapshot, shard: Option<usize>) -> Value {
     for (name, v, _) in s.counters.fields() {
         m.insert(name.into(), json!(v));
     }
-    m.insert(
-        "latency_us".into(),
-        json!({
-            "publish_to_send": hist_json(&s.latency.publish_to_send),
-            "send_complete": hist_json(&s.latency.send_complete),
-        }),
-    );
+    let latency: Map<String, Value> = Latencies::NAMES
+        .iter()
+        .zip(s.latency.histograms())
+        .map(|((key, _), h)| (key.to_string(), hist_json(h)))
+        .collect();
+    m.insert("latency_us".into(), Value::Object(latency));
     Value::Object(m)
 }
 
@@ -408,18 +431,11 @@ pub fn render_prometheus(shards: &[Snapshot]) -> String {
             }
         }
     }
-    for (metric, pick) in [
-        ("corecast_publish_to_send_latency_seconds", 0usize),
-        ("corecast_send_complete_latency_seconds", 1usize),
-    ] {
+    for (pick, (_, metric)) in Latencies::NAMES.iter().enumerate() {
         let _ = writeln!(out, "# HELP {metric} Latency summary from HDR histograms.");
         let _ = writeln!(out, "# TYPE {metric} summary");
         for (i, s) in shards.iter().enumerate() {
-            let h = if pick == 0 {
-                &s.latency.publish_to_send
-            } else {
-                &s.latency.send_complete
-            };
+            let h = s.latency.histograms()[pick];
             for q in [0.5, 0.9, 0.99, 0.999] {
                 let _ = writeln!(
                     out,

@@ -11,6 +11,7 @@ REQUIRED = {
     "corecast_ring_full",
     "corecast_publish_to_send_latency_seconds",
     "corecast_send_complete_latency_seconds",
+    "corecast_turn_duration_seconds",
 }
 
 text = sys.stdin.read()

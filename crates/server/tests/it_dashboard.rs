@@ -596,7 +596,7 @@ fn drawn(s: &Value) -> bool {
     let charts = chart_points(s);
     s["ok"] == true
         && s["samples"].as_u64() >= Some(3)
-        && charts.len() == 6
+        && charts.len() == 7
         && charts.iter().all(|(_, n)| *n > 0)
 }
 

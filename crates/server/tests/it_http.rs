@@ -39,7 +39,7 @@ fn healthz_stats_and_404() {
         ] {
             assert!(obj[key].is_u64(), "{key} missing in {obj}");
         }
-        for h in ["publish_to_send", "send_complete"] {
+        for h in ["publish_to_send", "send_complete", "turn"] {
             for q in ["count", "p50", "p90", "p99", "p999", "max"] {
                 assert!(
                     obj["latency_us"][h][q].is_u64(),

@@ -7,9 +7,9 @@ use super::{token, Shard};
 
 impl Shard {
     /// Takes every available completion and dispatches it.
-    pub(super) fn reap(&mut self) {
+    pub(super) fn reap(&mut self) -> usize {
         let mut events = std::mem::take(&mut self.events);
-        self.io.reap(&mut events);
+        let reaped = self.io.reap(&mut events);
         for event in events.drain(..) {
             match event {
                 Event::Completion(Completion {
@@ -42,6 +42,7 @@ impl Shard {
             }
         }
         self.events = events;
+        reaped
     }
 
     /// Wakes the peers this turn pushed to that may be asleep (MSG_RING).

@@ -33,6 +33,7 @@ use corecast_runtime::listener::shutdown_socket;
 use corecast_runtime::{Driver, DriverConfig, Event, MeshEndpoint};
 use slab::Slab;
 
+use crate::config::limits::TASK_WORK_PER_ENTER;
 use crate::config::BrokerConfig;
 use crate::conn::{Conn, Protocol};
 use crate::delivery::Sink;
@@ -251,9 +252,17 @@ impl Shard {
             self.arm_accept(i);
         }
         self.arm_timer();
+        // Start of the turn whose work is being timed, and whether that turn ended in a
+        // non-blocking enter (then its kernel work counts too, up to the next turn's start).
+        let mut turn_start_ns = self.now_ns;
+        let mut timing_enter = false;
         loop {
             self.now_ns = corecast_runtime::clock::now_ns();
-            self.reap();
+            if timing_enter {
+                self.record_turn(self.now_ns - turn_start_ns);
+            }
+            turn_start_ns = self.now_ns;
+            let reaped = self.reap();
             self.drain_mesh();
             self.resume_stalled();
             // Answers to requests go out before this turn's closes: a storm of peers leaving
@@ -267,11 +276,18 @@ impl Shard {
             if self.stopping && (self.conns.is_empty() || self.now_ns >= self.stop_deadline_ns) {
                 break;
             }
-            let busy = self.mesh.busy()
+            // A turn that found completions does not sleep: the kernel may hold more
+            // deferred work than one enter runs (see `Driver::enter_drain`).
+            let busy = reaped > 0
+                || self.mesh.busy()
                 || !self.dirty.is_empty()
                 || !self.urgent.is_empty()
                 || !self.to_close.is_empty();
+            timing_enter = true;
             let result = if !busy && self.mesh.endpoint().prepare_sleep() {
+                // Only this turn's own work: the enter below waits.
+                timing_enter = false;
+                self.record_turn(corecast_runtime::clock::now_ns() - turn_start_ns);
                 // A peer that ends congestion wakes only shards already asleep; one that was
                 // about to sleep sees the cleared count here instead (the sleep flag is
                 // stored before, and the count cleared before the peer reads the flag).
@@ -284,7 +300,7 @@ impl Shard {
                     r
                 }
             } else {
-                self.enter(0)
+                self.io.enter_drain(TASK_WORK_PER_ENTER)
             };
             if let Err(e) = result {
                 // The driver retries EINTR, EAGAIN and EBUSY itself; anything else means the
@@ -303,6 +319,12 @@ impl Shard {
         }
         self.publish_stats();
         tracing::info!(shard = self.id, "shard stopped");
+    }
+
+    /// Records how long a turn of work took: the longest any connection on this shard can
+    /// have waited for its completion to be looked at.
+    fn record_turn(&mut self, ns: u64) {
+        Latencies::record_ns(&mut self.latency.turn, ns);
     }
 
     /// Submits queued operations and runs deferred completion work; waits for `want`
