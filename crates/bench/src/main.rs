@@ -33,6 +33,7 @@
 //! answer pings and read heartbeats. The soft open-files limit is raised to the hard one.
 
 mod accounting;
+mod connect;
 mod frames;
 mod http;
 mod json;
