@@ -287,17 +287,7 @@ struct Browser {
 
 impl Browser {
     fn start(limit: Duration) -> Browser {
-        let ok = Command::new("chromium")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "Debian's chromium is missing (`chromium --version` failed): run scripts/test.sh, \
-             which installs it"
-        );
+        support::require("Debian's chromium", "chromium", &["--version"]);
         let tag = format!("{}-{:?}", std::process::id(), std::thread::current().id());
         let tag: String = tag.chars().filter(char::is_ascii_alphanumeric).collect();
         let profile = std::env::temp_dir().join(format!("corecast-dashboard-{tag}"));
@@ -307,24 +297,10 @@ impl Browser {
         let stderr = std::fs::File::create(&log).expect("browser log");
         let child = Command::new("timeout")
             .arg(limit.as_secs().to_string())
+            .arg("chromium")
+            .args(support::CHROMIUM_ARGS)
             .args([
-                "chromium",
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-            ])
-            .args([
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-default-apps",
-                "--disable-extensions",
-                "--disable-quic",
                 "--hide-scrollbars",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])

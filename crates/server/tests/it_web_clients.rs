@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{http_post, RespConn, Server};
+use support::{http_post, require, RespConn, Server};
 
 /// How long one expected event may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -35,20 +35,6 @@ fn web_dir() -> PathBuf {
 
 // ---------------------------------------------------------------------------------------
 // Preflight: a missing tool fails the test and says how to get it.
-
-fn require(what: &str, program: &str, args: &[&str]) {
-    let ok = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{what} is missing (`{program} {}` failed): run .ci/run, which installs it",
-        args.join(" ")
-    );
-}
 
 /// `check` is Python that fails without the package (an import, maybe an attribute).
 fn require_python(check: &str, package: &str) {
@@ -1436,29 +1422,10 @@ fn chromium_websocket_and_eventsource_resume_after_the_connection_drops() {
         pages.addr, proxy.addr
     );
     let mut cmd = Command::new("timeout");
-    cmd.args([
-        "90",
-        "chromium",
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-    ])
-    .args([
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--disable-quic",
-        // Loopback only: no host name resolves (so no background lookup leaves the
-        // machine); 127.0.0.1 is excepted, or the rule would refuse it too.
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-    ])
-    .arg(format!("--user-data-dir={}", profile.0.display()))
-    .arg(&url);
+    cmd.args(["90", "chromium"])
+        .args(support::CHROMIUM_ARGS)
+        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(&url);
     let mut browser = Client::spawn("chromium", cmd);
     browser.exits_on_eof = false;
     let mut r = Reports {

@@ -828,3 +828,39 @@ pub fn assert_still_serving(server: &mut Server) {
     let mut ws = WsClient::connect(server.http);
     ws.sub("still-serving", 1);
 }
+
+/// Fails the test with how to install `what` unless `program args` runs and exits 0.
+#[allow(dead_code)]
+pub fn require(what: &str, program: &str, args: &[&str]) {
+    let ok = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{what} is missing (`{program} {}` failed): run scripts/test.sh, which installs it",
+        args.join(" ")
+    );
+}
+
+/// Headless Chromium's flags for tests: no sandbox (root in CI), nothing in the background,
+/// and no host name resolving, so nothing leaves the machine (127.0.0.1 is excepted, or the
+/// rule would refuse it too). The caller adds the profile directory and what to open.
+#[allow(dead_code)]
+pub const CHROMIUM_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-quic",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+];
