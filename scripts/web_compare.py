@@ -617,6 +617,14 @@ def netstat_delta(before):
     return {k: after[k] - before[k] for k in NETSTAT_KEYS}
 
 
+def fmt_turn(r):
+    """corecast's own turn histogram (whole run): p99.9 / max in ms."""
+    t = (r.get("broker_latency_us") or {}).get("turn")
+    if not t or not t.get("count"):
+        return "–"
+    return f"{t['p999'] / 1000:.1f} / {t['max'] / 1000:.1f}"
+
+
 def fmt_netstat(d):
     return ", ".join(f"{k} {v}" for k, v in (d or {}).items() if v) or "none"
 
@@ -909,13 +917,13 @@ def storm_section(cfg):
         perf_run["perf_load_report"] = perf_report(perf_run.get("perf_load"), load=True)
         print(f"  {what}: done", file=sys.stderr)
     all_runs = runs + ([perf_run] if perf_run else [])
-    lines += ["| run | cut | all back after (ms) | per conn p50 / p99 / max (ms) | /healthz p50 / p99 / max (ms) | /healthz answers (errors) | missed / duplicated after resume | resets | bench reconnects / connect failures / HTTP errors | sse_connections at end | corecast resumes / resets / replay walks | kernel TCP drops |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| run | cut | all back after (ms) | per conn p50 / p99 / max (ms) | /healthz p50 / p99 / max (ms) | /healthz answers (errors) | missed / duplicated after resume | resets | bench reconnects / connect failures / HTTP errors | sse_connections at end | corecast resumes / resets / replay walks | corecast turn p99.9 / max (ms) | kernel TCP drops |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(all_runs):
         name = "perf" if r is perf_run else str(i + 1)
         s = r.get("storm")
         if "error" in r or not s:
-            lines.append(f"| {name} | ERROR: {r.get('error', 'no storm')} |" + " |" * 10)
+            lines.append(f"| {name} | ERROR: {r.get('error', 'no storm')} |" + " |" * 11)
             continue
         h = s.get("healthz_us") or {}
         w = r.get("web", {})
@@ -933,11 +941,14 @@ def storm_section(cfg):
             + f" | {w.get('reconnects')} / {w.get('connect_failures')} / {w.get('http_errors')}"
             + f" | {n.get('sse_connections', '?')}"
             + f" | {n.get('resumes', '?')} / {n.get('resume_resets', '?')} / {n.get('replay_walks', '?')}"
+            + f" | {fmt_turn(r)}"
             + f" | {fmt_netstat(r.get('netstat'))} |")
     lines += ["", "Times from the cut (a connection's time includes the retry advice it waits out first); /healthz polled every 10 ms on its own keep-alive connection "
               "from the cut until every stream is back (the poller is a thread of the load "
               "generator, on the load CPU; latency counts from each request's scheduled time). "
-              "Target: /healthz p99 < 50 ms; missed and duplicated after resume 0.", ""]
+              "Target: /healthz p99 < 50 ms; missed and duplicated after resume 0. corecast turn: "
+              "`latency_us.turn` from /stats at the end (whole run), the longest a request waited on "
+              "the shard itself.", ""]
     lines += foreign_line([("perf run" if r is perf_run else f"round {i + 1}", r) for i, r in enumerate(all_runs)], cfg)
     for i, r in enumerate(all_runs):
         s = r.get("storm")
