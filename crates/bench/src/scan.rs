@@ -1,34 +1,12 @@
-//! Finding the first of two bytes eight bytes at a time: SSE line ends (CR or LF) and JSON
-//! string ends (`"` or `\`) are searched over every delivery, and a byte-at-a-time loop was
-//! the largest single cost of an SSE subscriber.
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Bit 7 of each byte of `v` that is zero is set; the lowest set bit is always exact (a
-/// false positive can only appear above a true zero byte).
-#[inline]
-fn zero_bytes(v: u64) -> u64 {
-    v.wrapping_sub(LO) & !v & HI
-}
+//! Finding the first of two bytes: SSE line ends (CR or LF) and JSON string ends (`"` or
+//! `\`) are searched over every delivery. A byte-at-a-time loop was the largest single cost
+//! of an SSE subscriber; eight bytes at a time (SWAR) still left the SSE parser at 38% of the
+//! load CPU at 1 KiB; `memchr2` (SIMD) is what reads as fast as the broker writes.
 
 /// Position of the first byte of `hay` that is `a` or `b`.
 #[inline]
 pub fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
-    let (ma, mb) = (LO * u64::from(a), LO * u64::from(b));
-    let mut i = 0;
-    while i + 8 <= hay.len() {
-        let x = u64::from_le_bytes(hay[i..i + 8].try_into().expect("8 bytes"));
-        let z = zero_bytes(x ^ ma) | zero_bytes(x ^ mb);
-        if z != 0 {
-            return Some(i + (z.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    hay[i..]
-        .iter()
-        .position(|&c| c == a || c == b)
-        .map(|k| i + k)
+    memchr::memchr2(a, b, hay)
 }
 
 #[cfg(test)]
