@@ -101,17 +101,17 @@ pub fn encode_json(out: &mut Vec<u8>, h: &Header, len: usize) {
     out.push(b'"');
 }
 
-/// Reads the header of a JSON-string payload; None unless it starts with `"` and 48 hex
-/// digits (the padding and the closing quote are not looked at).
+/// Reads the header of a JSON-string payload; None unless it starts with `"` and 48
+/// lowercase hex digits (the padding and the closing quote are not looked at).
 pub fn decode_json(p: &[u8]) -> Option<Header> {
     if p.len() < JSON_HEADER_LEN || p[0] != b'"' {
         return None;
     }
     Some(Header {
-        ts_ns: hex_at(p, 1, 16)?,
-        channel: u32::try_from(hex_at(p, 17, 8)?).ok()?,
-        publisher: u32::try_from(hex_at(p, 25, 8)?).ok()?,
-        seq: hex_at(p, 33, 16)?,
+        ts_ns: hex16_at(p, 1)?,
+        channel: hex8(chunk_at(p, 17))?,
+        publisher: hex8(chunk_at(p, 25))?,
+        seq: hex16_at(p, 33)?,
     })
 }
 
@@ -122,32 +122,51 @@ fn put_hex(out: &mut Vec<u8>, v: u64, digits: u32) {
     }
 }
 
-/// Hex digit values; 0xff for anything else.
-const HEX_VALUE: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
 
-fn hex_at(p: &[u8], at: usize, digits: usize) -> Option<u64> {
-    let mut v = 0u64;
-    let mut bad = 0u8;
-    for &b in &p[at..at + digits] {
-        let d = HEX_VALUE[b as usize];
-        bad |= d;
-        v = v << 4 | u64::from(d & 0xf);
+/// Bit 7 of each byte of `x` (every byte below 0x80) that is at least `n` (at most 0x80):
+/// adding `0x80 - n` reaches bit 7 exactly then, and never carries into the next byte.
+#[inline]
+fn bytes_at_least(x: u64, n: u8) -> u64 {
+    x.wrapping_add(LO * u64::from(0x80 - n)) & HI
+}
+
+/// The eight bytes of `p` from `at`, the first in the lowest byte.
+#[inline]
+fn chunk_at(p: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(p[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Eight lowercase hex digits (the first the most significant) read eight bytes at a time:
+/// 48 digits per delivery made a table lookup per digit a quarter of the load generator's
+/// time at 64 B. None unless every byte is `0-9` or `a-f`.
+#[inline]
+fn hex8(x: u64) -> Option<u32> {
+    if x & HI != 0 {
+        return None;
     }
-    (bad & 0xf0 == 0).then_some(v)
+    let digit = bytes_at_least(x, b'0') & !bytes_at_least(x, b'9' + 1);
+    let letter = bytes_at_least(x, b'a') & !bytes_at_least(x, b'f' + 1);
+    if digit | letter != HI {
+        return None;
+    }
+    // Low nibble, plus 9 for a letter ('a' is 0x61: 1 + 9 = 10).
+    let nibbles = (x & (LO * 0x0f)) + (letter >> 7) * 9;
+    // The first digit into the highest byte, then pairs, quads, eights of nibbles.
+    let mut v = nibbles.swap_bytes();
+    v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    v = (v | (v >> 16)) & 0x0000_0000_ffff_ffff;
+    Some(v as u32)
+}
+
+/// Sixteen lowercase hex digits from `at`.
+#[inline]
+fn hex16_at(p: &[u8], at: usize) -> Option<u64> {
+    let hi = hex8(chunk_at(p, at))?;
+    let lo = hex8(chunk_at(p, at + 8))?;
+    Some(u64::from(hi) << 32 | u64::from(lo))
 }
 
 /// Monotonic nanoseconds, comparable across threads and processes.
@@ -222,6 +241,23 @@ mod tests {
             decode_json(b"\"\\u0001...............................................\""),
             None
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hex8_agrees_with_a_digit_loop(bytes in proptest::collection::vec(
+            proptest::sample::select(b"0123456789abcdefgABCDEF/:`G\x00\x7f\x80\xff".to_vec()), 8)) {
+            let x = u64::from_le_bytes(bytes[..].try_into().unwrap());
+            let want = bytes.iter().try_fold(0u32, |v, &b| {
+                let d = match b {
+                    b'0'..=b'9' => b - b'0',
+                    b'a'..=b'f' => b - b'a' + 10,
+                    _ => return None,
+                };
+                Some(v << 4 | u32::from(d))
+            });
+            proptest::prop_assert_eq!(hex8(x), want);
+        }
     }
 
     #[test]
