@@ -41,6 +41,11 @@ impl Shard {
             return;
         }
         self.counters.subscriptions -= 1;
+        self.release_at_owner(ns, channel);
+    }
+
+    /// Takes one subscriber of this shard off the channel's count at its owner.
+    pub(super) fn release_at_owner(&mut self, ns: Ns, channel: &Name) {
         let owner = self.owner_of(channel);
         if owner == self.id {
             // At once, as the +1 was: through the local inbox it landed a turn late, and a

@@ -135,20 +135,7 @@ impl Shard {
                     conn.out.fill(ticket, slot, Bytes::new());
                 }
             }
-            let owner = self.owner_of(channel);
-            if owner == self.id {
-                self.owned.apply(ns, channel, self.id, -1);
-            } else {
-                self.send_to(
-                    owner,
-                    ShardMsg::SubDelta {
-                        ns,
-                        channel: channel.clone(),
-                        delta: -1,
-                        reply: None,
-                    },
-                );
-            }
+            self.release_at_owner(ns, channel);
             return;
         }
         self.local.subscribe(ns, channel, who);
