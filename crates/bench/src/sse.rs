@@ -46,6 +46,11 @@ impl Parser {
         buf: &'a [u8],
         scratch: &'a mut Vec<u8>,
     ) -> Result<Option<(usize, Event<'a>)>, String> {
+        if !self.skip_lf {
+            if let Some(found) = delivery(buf) {
+                return Ok(Some(found));
+            }
+        }
         let mut pos = 0;
         if self.skip_lf {
             match buf.first() {
@@ -124,6 +129,35 @@ impl Parser {
             }
         }
     }
+}
+
+/// The block corecast writes for every delivery on a one-channel stream, `id: <id>\n`,
+/// `data: <json>\n`, a blank line, read with two line searches and no field dispatch. None
+/// for anything else (another layout, CR line ends, an incomplete block), which the general
+/// parser then reads; so this only makes the common case cheaper. The general parser at
+/// 64 B was a quarter of the load generator's CPU in an SSE fan-out.
+fn delivery(buf: &[u8]) -> Option<(usize, Event<'_>)> {
+    let rest = buf.strip_prefix(b"id: ")?;
+    let id_end = crate::scan::find2(rest, b'\n', b'\r')?;
+    let id = &rest[..id_end];
+    if rest[id_end] != b'\n' || id.contains(&0) {
+        return None;
+    }
+    let rest = rest[id_end + 1..].strip_prefix(b"data: ")?;
+    let data_end = crate::scan::find2(rest, b'\n', b'\r')?;
+    if rest[data_end] != b'\n' || rest.get(data_end + 1) != Some(&b'\n') {
+        return None;
+    }
+    let used = b"id: ".len() + id_end + 1 + b"data: ".len() + data_end + 2;
+    Some((
+        used,
+        Event {
+            id: Some(id),
+            event: None,
+            data: Some(&rest[..data_end]),
+            retry: None,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -217,6 +251,25 @@ id: a\0b\ndata:\n\n\
     #[test]
     fn fields_line_endings_and_joined_data() {
         assert_eq!(events_when_cut(STREAM, &[]), expected());
+    }
+
+    #[test]
+    fn the_delivery_layout_is_read_by_the_fast_path_and_nothing_else_is() {
+        let block = b"id: 1f3a:43\ndata: {\"seq\":43}\n\nid: 1f3a:44\n";
+        let (used, ev) = delivery(block).expect("corecast's delivery block");
+        assert_eq!(used, block.len() - b"id: 1f3a:44\n".len());
+        assert_eq!(ev.id, Some(&b"1f3a:43"[..]));
+        assert_eq!(ev.data, Some(&b"{\"seq\":43}"[..]));
+        for other in [
+            &b"id: 1\ndata: a\ndata: b\n\n"[..],
+            b"id: 1\r\ndata: a\r\n\r\n",
+            b"id: 1\nevent: reset\ndata: a\n\n",
+            b"id: a\0b\ndata: a\n\n",
+            b"id: 1\ndata: a\n",
+            b"data: a\n\n",
+        ] {
+            assert!(delivery(other).is_none(), "{other:?}");
+        }
     }
 
     #[test]
