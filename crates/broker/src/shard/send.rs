@@ -24,16 +24,9 @@ impl Shard {
                 break;
             }
             done += 1;
-            let key = key as usize;
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            conn.dirty = false;
-            if conn.send_inflight || conn.life == Life::Closing {
-                continue;
+            if self.send_if_idle(key as usize) {
+                sent += 1;
             }
-            self.submit_send(key);
-            sent += 1;
         }
         // Connections past the cap go first next turn, ahead of any made dirty meanwhile.
         dirty.drain(..done);
@@ -50,18 +43,24 @@ impl Shard {
         }
         let mut urgent = std::mem::take(&mut self.urgent);
         for &key in &urgent {
-            let key = key as usize;
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            conn.dirty = false;
-            if conn.send_inflight || conn.life == Life::Closing {
-                continue;
-            }
-            self.submit_send(key);
+            self.send_if_idle(key as usize);
         }
         urgent.clear();
         self.urgent = urgent;
+    }
+
+    /// Clears the connection's dirty mark and submits its send unless one is in flight or it
+    /// is closing; true when a send was submitted.
+    fn send_if_idle(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        conn.dirty = false;
+        if conn.send_inflight || conn.life == Life::Closing {
+            return false;
+        }
+        self.submit_send(key);
+        true
     }
 
     /// One send for the connection: its front frame alone with SEND_ZC when it is large
