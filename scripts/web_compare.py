@@ -396,6 +396,18 @@ def get_p(q):
     return lambda r: r["latency_us"][q] if "error" not in r and r["latency_us"]["count"] else None
 
 
+def ratio_table(runs, get, title, pairs):
+    """Rows `a ÷ b`: the ratio of the medians of `get`, then every round's own ratio."""
+    m = {t: med([get(r) for r in rs]) for t, rs in runs.items()}
+    lines = [f"| {title} | of medians | same-round ratios |", "|---|---|---|"]
+    for a, b, note in pairs:
+        pr = paired(runs, a, b, get)
+        lines.append(f"| {a} ÷ {b}{note} | "
+                     + (f"{m[a] / m[b]:.2f}" if m[a] and m[b] else "–") + " | "
+                     + " / ".join("–" if x is None else f"{x:.2f}" for x in pr) + " |")
+    return lines + [""]
+
+
 def fanout_section(cfg, cc, nats):
     lines = ["## 1. Fan-out, 1 publisher → 1000 subscribers, one channel, closed loop (window 256)", ""]
     data = {}
@@ -420,18 +432,12 @@ def fanout_section(cfg, cc, nats):
                          + f" | {'–' if lbusy is None else f'{lbusy * 100:.0f}%'}"
                          + f" | {fmt_rate(med([get_rate(r) / r['broker_busy'] if get_rate(r) and r.get('broker_busy') else None for r in rs]))} |")
         lines.append("")
-        m = {t: med([get_rate(r) for r in runs[t]]) for t in FANOUT_TARGETS}
-        lines += ["| ratio | of medians | same-round ratios |", "|---|---|---|"]
         target = {64: 2.5, 1024: 3.0}[payload]
-        for a, b, note in [("corecast ws", "nats ws", f" (target ≥ {target})"),
-                           ("corecast sse", "corecast ws", ""),
-                           ("corecast ws", "corecast RESP", ""),
-                           ("nats ws", "nats native", "")]:
-            pr = paired(runs, a, b, get_rate)
-            lines.append(f"| {a} ÷ {b}{note} | "
-                         + (f"{m[a] / m[b]:.2f}" if m[a] and m[b] else "–") + " | "
-                         + " / ".join("–" if x is None else f"{x:.2f}" for x in pr) + " |")
-        lines.append("")
+        lines += ratio_table(runs, get_rate, "ratio", [
+            ("corecast ws", "nats ws", f" (target ≥ {target})"),
+            ("corecast sse", "corecast ws", ""),
+            ("corecast ws", "corecast RESP", ""),
+            ("nats ws", "nats native", "")])
         lines += foreign_line([(f"{t} round {r['round']}", r) for t in FANOUT_TARGETS for r in runs[t]], cfg)
     return lines, data
 
@@ -461,17 +467,11 @@ def latency_section(cfg, cc, nats):
                          + f" | {sum(r.get('lost', 0) for r in rs)} | {errs} |")
         lines.append("")
         target = {100: "≤ 0.33", 1000: "≤ 0.25"}[rate]
-        m = {t: med([get_p("p99")(r) for r in runs[t]]) for t in FANOUT_TARGETS}
-        lines += ["| p99 ratio | of medians | same-round ratios |", "|---|---|---|"]
-        for a, b, note in [("corecast ws", "nats ws", f" (target {target})"),
-                           ("corecast ws", "corecast RESP", " (target ≤ 1.2)"),
-                           ("corecast sse", "corecast ws", ""),
-                           ("nats ws", "nats native", "")]:
-            pr = paired(runs, a, b, get_p("p99"))
-            lines.append(f"| {a} ÷ {b}{note} | "
-                         + (f"{m[a] / m[b]:.2f}" if m[a] and m[b] else "–") + " | "
-                         + " / ".join("–" if x is None else f"{x:.2f}" for x in pr) + " |")
-        lines.append("")
+        lines += ratio_table(runs, get_p("p99"), "p99 ratio", [
+            ("corecast ws", "nats ws", f" (target {target})"),
+            ("corecast ws", "corecast RESP", " (target ≤ 1.2)"),
+            ("corecast sse", "corecast ws", ""),
+            ("nats ws", "nats native", "")])
         lines += foreign_line([(f"{t} round {r['round']}", r) for t in FANOUT_TARGETS for r in runs[t]], cfg)
     return lines, data
 
