@@ -11,10 +11,11 @@
 //! candidate free. Only for loopback targets: the whole 127.0.0.0/8 is local.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::FromRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
+use socket2::{Domain, Socket, Type};
 
 /// Loopback source addresses used (127.0.0.2 ..= 127.0.0.(1 + SOURCES)): 64 keep every one
 /// under 300 sockets at 15,000 clients.
@@ -29,55 +30,30 @@ pub fn connect(target: SocketAddr, index: u32) -> io::Result<TcpStream> {
     if !ip.is_loopback() {
         return TcpStream::connect(target);
     }
-    let source = u32::from_be_bytes([127, 0, 0, 2]) + index % SOURCES;
-    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
-    // `TcpStream` (or closed on error); every pointer is to a local that outlives its call.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fail = |fd| {
-            let e = io::Error::last_os_error();
-            libc::close(fd);
-            Err(e)
-        };
-        let one: libc::c_int = 1;
-        if libc::setsockopt(
-            fd,
+    let source = Ipv4Addr::from(u32::from_be_bytes([127, 0, 0, 2]) + index % SOURCES);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a descriptor `socket` owns, reading a live c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_BIND_ADDRESS_NO_PORT,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) != 0
-        {
-            return fail(fd);
-        }
-        let sin = |addr: u32, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: addr.to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sin(source, 0);
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return fail(fd);
-        }
-        let remote = sin(u32::from(ip), target.port());
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0
-            && io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS)
-        {
-            return fail(fd);
-        }
-        Ok(TcpStream::from_std(std::net::TcpStream::from_raw_fd(fd)))
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 #[cfg(test)]

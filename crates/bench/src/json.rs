@@ -119,7 +119,7 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        j += crate::scan::find2(b.get(j..)?, b'"', b'\\')?;
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
         if b[j] == b'"' {
             return Some(j + 1);
         }

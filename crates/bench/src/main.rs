@@ -41,7 +41,6 @@ mod payload;
 mod proto;
 mod publishers;
 mod raw;
-mod scan;
 mod shared;
 mod sse;
 mod storm;
