@@ -177,7 +177,7 @@ pub struct Sink<'a> {
     /// Connections with something new to send.
     pub dirty: &'a mut Vec<u32>,
     /// Connections to close at the end of the turn (slow consumers).
-    pub to_close: &'a mut Vec<u32>,
+    pub to_close: &'a mut std::collections::VecDeque<ConnRef>,
     /// The shard's counters.
     pub counters: &'a mut Counters,
     /// Limits and the slow-consumer policy.
@@ -241,7 +241,7 @@ impl Sink<'_> {
                     );
                     self.counters.slow_consumer_disconnects += 1;
                     conn.life = Life::CloseAfterFlush;
-                    self.to_close.push(r.key);
+                    self.to_close.push_back(r);
                 }
                 SlowConsumerPolicy::Drop => self.counters.dropped += 1,
             }
@@ -285,7 +285,11 @@ mod tests {
             max_pending_bytes,
             ..BrokerConfig::default()
         };
-        let (mut dirty, mut to_close, mut counters) = (Vec::new(), Vec::new(), Counters::default());
+        let (mut dirty, mut to_close, mut counters) = (
+            Vec::new(),
+            std::collections::VecDeque::new(),
+            Counters::default(),
+        );
         let mut sink = Sink {
             conns: &mut conns,
             dirty: &mut dirty,
@@ -368,7 +372,7 @@ mod tests {
             sink.deliver(&subs[..1], &mut frames);
             let mut frames = FrameCache::new(msg(), Via::Channel);
             sink.deliver(subs, &mut frames);
-            assert_eq!(sink.to_close, &[subs[0].key]);
+            assert_eq!(*sink.to_close, [subs[0]]);
         });
         assert_eq!(counters.slow_consumer_disconnects, 1);
         assert_eq!(counters.delivered, 2);

@@ -8,6 +8,7 @@ use corecast_runtime::listener::shutdown_socket;
 use super::{token, Shard};
 use crate::config::limits::CLOSES_PER_TURN;
 use crate::conn::Life;
+use crate::tables::ConnRef;
 
 impl Shard {
     /// Closes the connections queued for closing during the turn.
@@ -16,18 +17,20 @@ impl Shard {
         // close is kernel work (and, on loopback, the peer's TCP work too), and 15,000 peers
         // leaving at once made one turn of a quarter of a second that every other client
         // waited behind.
+        // Oldest first, so steady churn cannot leave an early entry waiting.
         for _ in 0..CLOSES_PER_TURN {
-            let Some(key) = self.to_close.pop() else {
+            let Some(who) = self.to_close.pop_front() else {
                 break;
             };
-            // Everything queued here was first marked to close; an open connection is a new
-            // one that took a freed slot after an older entry for it was queued.
+            // The connection may have closed by another path meanwhile and its slot gone to
+            // a new one (which may itself be closing after its answer): only the same
+            // generation is closed here.
             if self
                 .conns
-                .get(key as usize)
-                .is_some_and(|c| c.life != Life::Open)
+                .get(who.key as usize)
+                .is_some_and(|c| c.gen == who.gen && c.life != Life::Open)
             {
-                self.begin_close(key as usize);
+                self.begin_close(who.key as usize);
             }
         }
     }
@@ -38,9 +41,16 @@ impl Shard {
         let conn = &mut self.conns[key];
         if conn.life == Life::Open {
             conn.life = Life::CloseAfterFlush;
-            conn.out.clear();
+            // A send in flight completes over its queue, which must still be there.
+            if !conn.send_inflight {
+                conn.out.clear();
+            }
         }
-        self.to_close.push(key as u32);
+        let who = ConnRef {
+            key: key as u32,
+            gen: conn.gen,
+        };
+        self.to_close.push_back(who);
     }
 
     /// Stops a connection: drops its subscriptions, shuts the socket down so in-flight

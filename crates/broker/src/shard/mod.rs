@@ -142,7 +142,8 @@ pub struct Shard {
     /// probe is not queued behind thousands of streams being set up in a reconnect storm.
     urgent: Vec<u32>,
     stalled: Vec<u32>,
-    to_close: Vec<u32>,
+    /// Connections to close, oldest first, at most `CLOSES_PER_TURN` a turn.
+    to_close: std::collections::VecDeque<ConnRef>,
     targets: Vec<usize>,
     /// The fan-out plan of the message being published (reused).
     plan: crate::relay::Plan,
@@ -218,7 +219,7 @@ impl Shard {
             dirty: Vec::new(),
             urgent: Vec::new(),
             stalled: Vec::new(),
-            to_close: Vec::new(),
+            to_close: std::collections::VecDeque::new(),
             targets: Vec::new(),
             plan: crate::relay::Plan::new(),
             events: Vec::with_capacity(1024),
@@ -395,7 +396,11 @@ impl Shard {
                 conn.life = crate::conn::Life::CloseAfterFlush;
             }
             if conn.out.is_empty() && !conn.send_inflight {
-                self.to_close.push(key as u32);
+                let who = ConnRef {
+                    key: key as u32,
+                    gen: conn.gen,
+                };
+                self.to_close.push_back(who);
             } else {
                 self.mark_dirty(key);
             }
