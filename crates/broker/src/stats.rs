@@ -239,11 +239,27 @@ impl Latencies {
         [&self.publish_to_send, &self.send_complete, &self.turn]
     }
 
+    fn histograms_mut(&mut self) -> [&mut Histogram<u64>; 3] {
+        [
+            &mut self.publish_to_send,
+            &mut self.send_complete,
+            &mut self.turn,
+        ]
+    }
+
+    /// Makes every histogram of `self` a copy of the same one of `other` (no allocation).
+    fn copy_from(&mut self, other: &Latencies) {
+        for (h, o) in self.histograms_mut().into_iter().zip(other.histograms()) {
+            h.reset();
+            let _ = h.add(o);
+        }
+    }
+
     /// Adds every histogram of `other` into the same one of `self`.
     fn add(&mut self, other: &Latencies) {
-        let _ = self.publish_to_send.add(&other.publish_to_send);
-        let _ = self.send_complete.add(&other.send_complete);
-        let _ = self.turn.add(&other.turn);
+        for (h, o) in self.histograms_mut().into_iter().zip(other.histograms()) {
+            let _ = h.add(o);
+        }
     }
 
     /// Records a duration in nanoseconds into `h`, saturating at the top bucket.
@@ -307,10 +323,7 @@ impl StatsBoard {
         match self.slots[id].try_lock() {
             Ok(mut slot) => {
                 slot.counters = *counters;
-                slot.latency.publish_to_send.reset();
-                slot.latency.send_complete.reset();
-                slot.latency.turn.reset();
-                slot.latency.add(latency);
+                slot.latency.copy_from(latency);
                 true
             }
             Err(_) => false,

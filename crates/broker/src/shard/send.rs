@@ -41,6 +41,9 @@ impl Shard {
         if self.urgent.is_empty() {
             return;
         }
+        // A fresh reading: the sends are stamped with it (`send_complete`), and this turn's
+        // own work so far is not theirs.
+        self.now_ns = corecast_runtime::clock::now_ns();
         let mut urgent = std::mem::take(&mut self.urgent);
         for &key in &urgent {
             self.send_if_idle(key as usize);
