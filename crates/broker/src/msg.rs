@@ -46,6 +46,20 @@ pub struct Message {
 }
 
 impl Message {
+    /// The owned form of `view`, with `channel` and `payload` as the caller holds them
+    /// (shared with a table, or copied to be node-local).
+    pub fn from_view(view: &MessageView<'_>, channel: Name, payload: Bytes) -> Message {
+        Message {
+            ns: view.ns,
+            channel,
+            seq: view.seq,
+            epoch: view.epoch,
+            payload,
+            ts_ns: view.ts_ns,
+            json: view.json,
+        }
+    }
+
     /// The borrowed form frame builders take.
     pub fn view(&self) -> MessageView<'_> {
         MessageView {
@@ -242,4 +256,17 @@ pub enum ShardMsg {
         /// The answer.
         value: ReplyValue,
     },
+}
+
+impl ShardMsg {
+    /// A delivery of `msg` to the receiver's subscribers of its channel, or of `pattern`.
+    pub fn delivery(msg: Arc<Message>, pattern: Option<&Name>) -> ShardMsg {
+        match pattern {
+            None => ShardMsg::Deliver { msg },
+            Some(p) => ShardMsg::DeliverPattern {
+                pattern: p.clone(),
+                msg,
+            },
+        }
+    }
 }

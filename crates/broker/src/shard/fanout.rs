@@ -72,17 +72,13 @@ impl Shard {
         let mut share = |msg: &MessageView<'_>, name: Option<&Name>| {
             shared
                 .get_or_insert_with(|| {
-                    Arc::new(Message {
-                        ns: msg.ns,
-                        channel: name.cloned().unwrap_or_else(|| Name::from(msg.channel)),
-                        seq: msg.seq,
-                        epoch: msg.epoch,
-                        payload: payload
+                    Arc::new(Message::from_view(
+                        msg,
+                        name.cloned().unwrap_or_else(|| Name::from(msg.channel)),
+                        payload
                             .cloned()
                             .unwrap_or_else(|| Bytes::copy_from_slice(msg.payload)),
-                        ts_ns: msg.ts_ns,
-                        json: msg.json,
-                    })
+                    ))
                 })
                 .clone()
         };
@@ -127,20 +123,13 @@ impl Shard {
         pattern: Option<&Name>,
         share: &mut dyn FnMut() -> Arc<Message>,
     ) {
-        let deliver = |msg: Arc<Message>| match pattern {
-            None => ShardMsg::Deliver { msg },
-            Some(p) => ShardMsg::DeliverPattern {
-                pattern: p.clone(),
-                msg,
-            },
-        };
         let via = pattern.map_or(Via::Channel, |p| Via::Pattern(p));
         if !self.shared.relay.spans_nodes() {
             for &s in targets {
                 if s == self.id {
                     self.deliver_here(msg, via);
                 } else {
-                    self.send_to(s, deliver(share()));
+                    self.send_to(s, ShardMsg::delivery(share(), pattern));
                 }
             }
             return;
@@ -152,7 +141,7 @@ impl Shard {
             if s == self.id {
                 self.deliver_here(msg, via);
             } else {
-                self.send_to(s, deliver(share()));
+                self.send_to(s, ShardMsg::delivery(share(), pattern));
             }
         }
         for r in plan.relays() {
@@ -172,27 +161,18 @@ impl Shard {
     /// node, from a copy of the message made here, so this node's shards read (and count
     /// references on) node-local memory only.
     pub(super) fn relay_message(&mut self, msg: &Message, pattern: Option<Name>, forward: &[u16]) {
-        let local = Arc::new(Message {
-            ns: msg.ns,
-            channel: Name::from(&*msg.channel),
-            seq: msg.seq,
-            epoch: msg.epoch,
-            payload: Bytes::copy_from_slice(&msg.payload),
-            ts_ns: msg.ts_ns,
-            json: msg.json,
-        });
+        let local = Arc::new(Message::from_view(
+            &msg.view(),
+            Name::from(&*msg.channel),
+            Bytes::copy_from_slice(&msg.payload),
+        ));
         let via = pattern.as_ref().map_or(Via::Channel, |p| Via::Pattern(p));
         self.deliver_here(local.view(), via);
         for &s in forward {
-            let msg = local.clone();
-            let m = match &pattern {
-                None => ShardMsg::Deliver { msg },
-                Some(p) => ShardMsg::DeliverPattern {
-                    pattern: p.clone(),
-                    msg,
-                },
-            };
-            self.send_to(usize::from(s), m);
+            self.send_to(
+                usize::from(s),
+                ShardMsg::delivery(local.clone(), pattern.as_ref()),
+            );
         }
     }
 
