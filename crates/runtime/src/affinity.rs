@@ -43,21 +43,8 @@ pub fn process_cpus() -> Result<Vec<usize>, AffinityError> {
 pub fn parse_core_list(text: &str) -> Result<Vec<usize>, AffinityError> {
     let bad = || AffinityError::BadList(text.to_string());
     let mut cpus = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(bad());
-        }
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse().map_err(|_| bad())?,
-                b.trim().parse().map_err(|_| bad())?,
-            ),
-            None => {
-                let c: usize = part.parse().map_err(|_| bad())?;
-                (c, c)
-            }
-        };
-        if lo > hi || hi >= libc::CPU_SETSIZE as usize {
+    for (lo, hi) in list_ranges(text).ok_or_else(bad)? {
+        if hi >= libc::CPU_SETSIZE as usize {
             return Err(bad());
         }
         for c in lo..=hi {
@@ -67,6 +54,25 @@ pub fn parse_core_list(text: &str) -> Result<Vec<usize>, AffinityError> {
         }
     }
     Ok(cpus)
+}
+
+/// The ranges of a CPU or node list in the kernel's syntax (`0,2-5`: parts split by commas,
+/// each a number or `lo-hi` with `lo <= hi`), in the order given; `None` for anything else,
+/// an empty part included. Both `--cores` and the lists sysfs prints are read with it.
+pub(crate) fn list_ranges(text: &str) -> Option<Vec<(usize, usize)>> {
+    text.split(',')
+        .map(str::trim)
+        .map(|part| {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+                None => {
+                    let c: usize = part.parse().ok()?;
+                    (c, c)
+                }
+            };
+            (lo <= hi).then_some((lo, hi))
+        })
+        .collect()
 }
 
 /// Chooses the CPUs for the shards: `cores` if given (each must be allowed), else the first

@@ -42,16 +42,9 @@ pub fn parse_list(text: &str) -> Option<Vec<usize>> {
     if text.is_empty() {
         return Some(Vec::new());
     }
-    for part in text.split(',').map(str::trim) {
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-            None => {
-                let c: usize = part.parse().ok()?;
-                (c, c)
-            }
-        };
+    for (lo, hi) in crate::affinity::list_ranges(text)? {
         // A list naming a million CPUs is a broken file, not a machine.
-        if lo > hi || hi - lo > 1 << 20 {
+        if hi - lo > 1 << 20 {
             return None;
         }
         out.extend(lo..=hi);
