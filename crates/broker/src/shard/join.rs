@@ -195,13 +195,13 @@ impl Shard {
                     // from nothing; a named event is ignored by `onmessage` yet sets every
                     // client's last id.
                     let id_line_end = first.len();
+                    let mut data = Vec::new();
                     for (k, c) in s.channels.iter().enumerate() {
                         let pos = c.pos.unwrap_or(joined.pos);
-                        let mut data = Vec::new();
+                        data.clear();
                         corecast_proto::native::subscribed(&mut data, None, &c.name, pos);
                         if k > 0 {
-                            let id_line = first[..id_line_end].to_vec();
-                            first.extend_from_slice(&id_line);
+                            first.extend_from_within(..id_line_end);
                         }
                         corecast_proto::sse::event(&mut first, None, Some("subscribed"), &data);
                     }
