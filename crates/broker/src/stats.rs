@@ -8,194 +8,143 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-/// Counters of one shard. Gauges are current values; the rest only grow.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Counters {
-    /// Open client connections (gauge).
-    pub connections: u64,
-    /// Local channel + pattern subscriptions (gauge).
-    pub subscriptions: u64,
-    /// Channels with subscribers owned by this shard (gauge).
-    pub channels: u64,
-    /// Publish commands received from this shard's clients.
-    pub published: u64,
-    /// Messages queued to this shard's subscribers.
-    pub delivered: u64,
-    /// Delivery frames built: at most one per message, wire format and shard, however many
-    /// subscribers share it.
-    pub frames_built: u64,
-    /// Bytes read from clients.
-    pub bytes_in: u64,
-    /// Bytes written to clients.
-    pub bytes_out: u64,
-    /// Subscribers disconnected by the slow-consumer policy.
-    pub slow_consumer_disconnects: u64,
-    /// Messages dropped by the `drop` slow-consumer policy.
-    pub dropped: u64,
-    /// Pushes that found a peer's ring full (the message waited in an overflow queue).
-    pub ring_full: u64,
-    /// Times the submission queue was full and had to be flushed early.
-    pub sq_stalls: u64,
-    /// Accepted connections.
-    pub accepted: u64,
-    /// Connections refused by `max_connections`.
-    pub rejected_connections: u64,
-    /// Accepts that failed (out of descriptors or memory: accepting pauses until the next
-    /// stats tick).
-    pub accept_errors: u64,
-    /// Protocol errors (connection closed after the error reply).
-    pub protocol_errors: u64,
-    /// Connections closed for holding more unparsed input than allowed.
-    pub input_overflows: u64,
-    /// Times a connection's input was paused: it had more than `max_pending_bytes` of replies
-    /// unread, too many publishes or a query in flight, or the mesh was congested.
-    pub input_pauses: u64,
-    /// Connections closed by a receive error: reset by the peer, or found dead by TCP
-    /// keepalive (a client that vanished without a FIN).
-    pub receive_errors: u64,
-    /// Multishot receives ended because no provided buffer was free.
-    pub recv_no_buffers: u64,
-    /// Send batches submitted.
-    pub send_batches: u64,
-    /// Zero-copy sends submitted.
-    pub zerocopy_sends: u64,
-    /// Wake-ups of a sleeping peer (MSG_RING) that failed and were retried.
-    pub wake_failures: u64,
-    /// HTTP requests parsed.
-    pub http_requests: u64,
-    /// HTTP requests answered with an error status (4xx, 5xx) or refused upgrades.
-    pub http_errors: u64,
-    /// HTTP connections closed for not completing a request head in `http.head_timeout_ms` (slowloris, idle keep-alive).
-    pub head_timeouts: u64,
-    /// Connections upgraded to WebSocket.
-    pub ws_upgrades: u64,
-    /// Open WebSocket connections (gauge, updated once a second).
-    pub ws_connections: u64,
-    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009).
-    pub ws_protocol_errors: u64,
-    /// Native-protocol requests answered with an error (bad JSON, unknown op, ...); the connection stays open.
-    pub ws_request_errors: u64,
-    /// WebSocket connections closed for not answering a ping.
-    pub ws_ping_timeouts: u64,
-    /// SSE streams opened.
-    pub sse_streams: u64,
-    /// Open SSE streams (gauge, updated once a second).
-    pub sse_connections: u64,
-    /// SSE heartbeat comments sent.
-    pub sse_heartbeats: u64,
-    /// The `retry:` advice new SSE streams get now (gauge): raised during a reconnect storm.
-    pub sse_retry_ms: u64,
-    /// Subscriptions that resumed from a position (all of the gap replayed, or nothing missed).
-    pub resumes: u64,
-    /// Resumes refused because history no longer held the whole gap or the epoch changed (the client got a reset notice).
-    pub resume_resets: u64,
-    /// Replay lists built from history. Resumers from the same position share one list, so
-    /// a reconnect storm of thousands of clients on one channel costs one walk, not one each.
-    pub replay_walks: u64,
-    /// Messages this shard, as owner, sent to another NUMA node through that node's relay
-    /// (one handle per node instead of one per interested shard).
-    pub relayed: u64,
-    /// Bytes of channel history this shard holds (gauge).
-    pub history_bytes: u64,
+/// Counters of one shard, declared once: the struct, its `/stats` fields, its Prometheus
+/// lines and its merge over shards all come from this list. `gauge` is a current value
+/// (summed over shards), `counter` only grows (summed), `max` is a value of which the
+/// total shows the highest any shard has.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])+ $name:ident: $kind:ident,)+) => {
+        /// Counters of one shard. Gauges are current values; the rest only grow.
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct Counters {
+            $($(#[doc = $doc])+ pub $name: u64,)+
+        }
+
+        impl Counters {
+            /// Every counter: (name, value, is a gauge), in declaration order.
+            fn fields(&self) -> [(&'static str, u64, bool); [$(stringify!($name)),+].len()] {
+                [$((stringify!($name), self.$name, Merge::$kind.is_gauge())),+]
+            }
+
+            fn add(&mut self, o: &Counters) {
+                $(self.$name = Merge::$kind.merge(self.$name, o.$name);)+
+            }
+        }
+    };
 }
 
-impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 40] {
-        // (name, value, is_gauge)
-        [
-            ("connections", self.connections, true),
-            ("subscriptions", self.subscriptions, true),
-            ("channels", self.channels, true),
-            ("published", self.published, false),
-            ("delivered", self.delivered, false),
-            ("frames_built", self.frames_built, false),
-            ("bytes_in", self.bytes_in, false),
-            ("bytes_out", self.bytes_out, false),
-            (
-                "slow_consumer_disconnects",
-                self.slow_consumer_disconnects,
-                false,
-            ),
-            ("dropped", self.dropped, false),
-            ("ring_full", self.ring_full, false),
-            ("sq_stalls", self.sq_stalls, false),
-            ("accepted", self.accepted, false),
-            ("rejected_connections", self.rejected_connections, false),
-            ("accept_errors", self.accept_errors, false),
-            ("protocol_errors", self.protocol_errors, false),
-            ("input_overflows", self.input_overflows, false),
-            ("input_pauses", self.input_pauses, false),
-            ("receive_errors", self.receive_errors, false),
-            ("recv_no_buffers", self.recv_no_buffers, false),
-            ("send_batches", self.send_batches, false),
-            ("zerocopy_sends", self.zerocopy_sends, false),
-            ("wake_failures", self.wake_failures, false),
-            ("http_requests", self.http_requests, false),
-            ("http_errors", self.http_errors, false),
-            ("head_timeouts", self.head_timeouts, false),
-            ("ws_upgrades", self.ws_upgrades, false),
-            ("ws_connections", self.ws_connections, true),
-            ("ws_protocol_errors", self.ws_protocol_errors, false),
-            ("ws_request_errors", self.ws_request_errors, false),
-            ("ws_ping_timeouts", self.ws_ping_timeouts, false),
-            ("sse_streams", self.sse_streams, false),
-            ("sse_connections", self.sse_connections, true),
-            ("sse_heartbeats", self.sse_heartbeats, false),
-            ("sse_retry_ms", self.sse_retry_ms, true),
-            ("resumes", self.resumes, false),
-            ("resume_resets", self.resume_resets, false),
-            ("replay_walks", self.replay_walks, false),
-            ("relayed", self.relayed, false),
-            ("history_bytes", self.history_bytes, true),
-        ]
+/// How a counter of several shards adds up (see [`counters!`]).
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
+enum Merge {
+    /// Only grows; summed.
+    counter,
+    /// A current value; summed.
+    gauge,
+    /// A current value; the total is the highest.
+    max,
+}
+
+impl Merge {
+    const fn is_gauge(self) -> bool {
+        !matches!(self, Merge::counter)
     }
 
-    fn add(&mut self, o: &Counters) {
-        macro_rules! sum { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
-        sum!(
-            connections,
-            subscriptions,
-            channels,
-            published,
-            delivered,
-            frames_built,
-            bytes_in,
-            bytes_out,
-            slow_consumer_disconnects,
-            dropped,
-            ring_full,
-            sq_stalls,
-            accepted,
-            rejected_connections,
-            accept_errors,
-            protocol_errors,
-            input_overflows,
-            input_pauses,
-            receive_errors,
-            recv_no_buffers,
-            send_batches,
-            zerocopy_sends,
-            wake_failures,
-            http_requests,
-            http_errors,
-            head_timeouts,
-            ws_upgrades,
-            ws_connections,
-            ws_protocol_errors,
-            ws_request_errors,
-            ws_ping_timeouts,
-            sse_streams,
-            sse_connections,
-            sse_heartbeats,
-            resumes,
-            resume_resets,
-            replay_walks,
-            relayed,
-            history_bytes
-        );
-        // Advice is a value, not a sum: the highest any shard gives.
-        self.sse_retry_ms = self.sse_retry_ms.max(o.sse_retry_ms);
+    fn merge(self, a: u64, b: u64) -> u64 {
+        match self {
+            Merge::counter | Merge::gauge => a + b,
+            Merge::max => a.max(b),
+        }
     }
+}
+
+counters! {
+    /// Open client connections (gauge).
+    connections: gauge,
+    /// Local channel + pattern subscriptions (gauge).
+    subscriptions: gauge,
+    /// Channels with subscribers owned by this shard (gauge).
+    channels: gauge,
+    /// Publish commands received from this shard's clients.
+    published: counter,
+    /// Messages queued to this shard's subscribers.
+    delivered: counter,
+    /// Delivery frames built: at most one per message, wire format and shard, however many
+    /// subscribers share it.
+    frames_built: counter,
+    /// Bytes read from clients.
+    bytes_in: counter,
+    /// Bytes written to clients.
+    bytes_out: counter,
+    /// Subscribers disconnected by the slow-consumer policy.
+    slow_consumer_disconnects: counter,
+    /// Messages dropped by the `drop` slow-consumer policy.
+    dropped: counter,
+    /// Pushes that found a peer's ring full (the message waited in an overflow queue).
+    ring_full: counter,
+    /// Times the submission queue was full and had to be flushed early.
+    sq_stalls: counter,
+    /// Accepted connections.
+    accepted: counter,
+    /// Connections refused by `max_connections`.
+    rejected_connections: counter,
+    /// Accepts that failed (out of descriptors or memory: accepting pauses until the next
+    /// stats tick).
+    accept_errors: counter,
+    /// Protocol errors (connection closed after the error reply).
+    protocol_errors: counter,
+    /// Connections closed for holding more unparsed input than allowed.
+    input_overflows: counter,
+    /// Times a connection's input was paused: it had more than `max_pending_bytes` of replies
+    /// unread, too many publishes or a query in flight, or the mesh was congested.
+    input_pauses: counter,
+    /// Connections closed by a receive error: reset by the peer, or found dead by TCP
+    /// keepalive (a client that vanished without a FIN).
+    receive_errors: counter,
+    /// Multishot receives ended because no provided buffer was free.
+    recv_no_buffers: counter,
+    /// Send batches submitted.
+    send_batches: counter,
+    /// Zero-copy sends submitted.
+    zerocopy_sends: counter,
+    /// Wake-ups of a sleeping peer (MSG_RING) that failed and were retried.
+    wake_failures: counter,
+    /// HTTP requests parsed.
+    http_requests: counter,
+    /// HTTP requests answered with an error status (4xx, 5xx) or refused upgrades.
+    http_errors: counter,
+    /// HTTP connections closed for not completing a request head in `http.head_timeout_ms` (slowloris, idle keep-alive).
+    head_timeouts: counter,
+    /// Connections upgraded to WebSocket.
+    ws_upgrades: counter,
+    /// Open WebSocket connections (gauge, updated once a second).
+    ws_connections: gauge,
+    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009).
+    ws_protocol_errors: counter,
+    /// Native-protocol requests answered with an error (bad JSON, unknown op, ...); the connection stays open.
+    ws_request_errors: counter,
+    /// WebSocket connections closed for not answering a ping.
+    ws_ping_timeouts: counter,
+    /// SSE streams opened.
+    sse_streams: counter,
+    /// Open SSE streams (gauge, updated once a second).
+    sse_connections: gauge,
+    /// SSE heartbeat comments sent.
+    sse_heartbeats: counter,
+    /// The `retry:` advice new SSE streams get now (gauge): raised during a reconnect storm.
+    sse_retry_ms: max,
+    /// Subscriptions that resumed from a position (all of the gap replayed, or nothing missed).
+    resumes: counter,
+    /// Resumes refused because history no longer held the whole gap or the epoch changed (the client got a reset notice).
+    resume_resets: counter,
+    /// Replay lists built from history. Resumers from the same position share one list, so
+    /// a reconnect storm of thousands of clients on one channel costs one walk, not one each.
+    replay_walks: counter,
+    /// Messages this shard, as owner, sent to another NUMA node through that node's relay
+    /// (one handle per node instead of one per interested shard).
+    relayed: counter,
+    /// Bytes of channel history this shard holds (gauge).
+    history_bytes: gauge,
 }
 
 /// Latency histograms in microseconds, 3 significant digits, up to 60 s.
