@@ -42,6 +42,15 @@ pub mod limits {
     /// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
     /// control pushes back on the client instead of the shard buffering for it.
     pub const PAUSED_INPUT_BYTES: usize = 256 << 10;
+    /// Incomplete input below which a connection is not closed to bring the shard back
+    /// under `max_unparsed_bytes_per_shard` (unless its own input passed the budget): a
+    /// packet's tail is normal, and connections holding less cost at most
+    /// `max_connections` × 4 KiB together.
+    pub const SHED_MIN_BYTES: usize = 4 << 10;
+    /// Longest client name (CLIENT SETNAME) and library name or version (CLIENT SETINFO).
+    /// Redis has no limit; a name is shown in logs and kept for the connection's life, so
+    /// 1000 clients naming themselves with 1 MiB held 940 MB. 256 bytes fit any real name.
+    pub const MAX_CLIENT_NAME_BYTES: usize = 256;
     /// Channels one SSE stream may name (`ch` parameters): its event ids carry a position
     /// per channel, and browsers keep ids in memory and send them back in a header.
     pub const MAX_SSE_CHANNELS: usize = 64;
@@ -150,6 +159,35 @@ pub struct BrokerConfig {
     /// 20 MiB, far above what a gateway client or a service holds, and past it SUBSCRIBE gets
     /// an error per refused channel.
     pub max_subscriptions: usize,
+    /// Longest channel name a client may subscribe or publish to. Redis has no limit;
+    /// Centrifugo's default is 255. 1024 fits any key-shaped name with a tenant prefix, and
+    /// bounds what one name costs: hashing and copying it per publish, matching it against
+    /// every pattern (n × ⌈m/64⌉ word steps), and its bytes in every table that holds it.
+    pub max_channel_bytes: usize,
+    /// Longest pattern (PSUBSCRIBE). Patterns are copied to every shard and every publish
+    /// is matched against each: 256 bytes keep a match at most about 4 words × 1024 bytes
+    /// of channel name (docs/operations.md states the measured cost).
+    pub max_pattern_bytes: usize,
+    /// Distinct patterns across the process (each is replicated on every shard and matched
+    /// on every publish, so their count is a per-publish cost for everyone). 4096; checked
+    /// on the subscribing shard against its replica, so patterns added on several shards
+    /// within one mesh hop may pass it by that many.
+    pub max_patterns: usize,
+    /// Patterns one connection may hold, so one client cannot take the whole process's
+    /// `max_patterns`. 256.
+    pub max_patterns_per_connection: usize,
+    /// Bytes of channel tables one shard may hold: names, entries and subscriptions of its
+    /// subscribers, and the channels it owns. Past it new subscriptions are refused (an error
+    /// per name) and owned channels nobody subscribes to (kept for their history) are
+    /// forgotten first. 128 MiB: about 600,000 channels with 64-byte names, or two million
+    /// subscriptions, per shard.
+    pub max_channel_table_bytes: usize,
+    /// Bytes of incomplete commands buffered over all connections of one shard (each is
+    /// also bounded by `max_unparsed_bytes`). Past it the connections holding the largest
+    /// incomplete input are closed first and counted in `input_budget_closes`; input the
+    /// broker itself paused does not count. 64 MiB: 64 publishers each half-way through a
+    /// 1 MiB message, where 4,000 connections each holding 1 MiB would be 4 GiB.
+    pub max_unparsed_bytes_per_shard: usize,
     /// Provided receive buffers per shard: the most receive completions a shard can hold in
     /// one turn before receives end with ENOBUFS and are re-armed (counted as
     /// `recv_no_buffers`; no data is lost, it waits in the socket). The kernel cycles through
@@ -246,6 +284,10 @@ pub struct HistoryConfig {
     /// are dropped (their epochs end), so a publisher spraying channel names cannot grow
     /// the broker without bound. 64 MiB per shard.
     pub max_bytes: usize,
+    /// History bytes one channel may keep (its oldest messages go first past it), so one
+    /// busy channel cannot take the whole shard budget. 16 MiB: a dozen of the largest
+    /// messages (1 MiB) stay resumable.
+    pub channel_max_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -286,6 +328,7 @@ impl Default for HistoryConfig {
             size: 64,
             ttl_s: 300,
             max_bytes: 64 << 20,
+            channel_max_bytes: 16 << 20,
         }
     }
 }
@@ -309,6 +352,12 @@ impl Default for BrokerConfig {
             max_sends_per_turn: 64,
             max_inflight_publishes: 1024,
             max_subscriptions: 65536,
+            max_channel_bytes: 1024,
+            max_pattern_bytes: 256,
+            max_patterns: 4096,
+            max_patterns_per_connection: 256,
+            max_channel_table_bytes: 128 << 20,
+            max_unparsed_bytes_per_shard: 64 << 20,
             recv_buffers: 256,
             recv_buffer_size: 16 << 10,
             tcp_keepalive_s: 300,

@@ -96,6 +96,9 @@ pub struct Conn {
     /// The client closed its sending side while input it had sent was still paused: the
     /// connection closes once that input has run and the replies are sent.
     pub peer_eof: bool,
+    /// Bytes of `inbuf` charged to the shard's `max_unparsed_bytes_per_shard` (an
+    /// incomplete command; nothing while the broker itself pauses the input).
+    pub input_charged: u32,
     /// The protocol's state (see `session.rs`).
     pub session: Session,
 }
@@ -119,6 +122,7 @@ impl Conn {
             counted: false,
             query_inflight: false,
             peer_eof: false,
+            input_charged: 0,
             session,
         }
     }

@@ -53,9 +53,9 @@ impl History {
         self.entries.front().map(|m| m.seq)
     }
 
-    /// Appends the channel's newest message, dropping the oldest past `max_len`. Returns the
-    /// change in bytes held.
-    pub fn push(&mut self, msg: Arc<Message>, max_len: usize) -> isize {
+    /// Appends the channel's newest message, dropping the oldest past `max_len` messages or
+    /// `max_bytes` (the newest always stays). Returns the change in bytes held.
+    pub fn push(&mut self, msg: Arc<Message>, max_len: usize, max_bytes: usize) -> isize {
         debug_assert!(
             self.entries.back().is_none_or(|m| m.seq + 1 == msg.seq),
             "history seqs are consecutive"
@@ -63,7 +63,7 @@ impl History {
         let before = self.bytes;
         self.bytes += cost(&msg);
         self.entries.push_back(msg);
-        while self.entries.len() > max_len {
+        while self.entries.len() > max_len || (self.bytes > max_bytes && self.entries.len() > 1) {
             self.pop_front();
         }
         self.cached = None;
@@ -150,7 +150,7 @@ mod tests {
     fn replays_exactly_the_gap_or_resets() {
         let mut h = History::default();
         for s in 1..=10 {
-            h.push(msg(s, s), 4);
+            h.push(msg(s, s), 4, usize::MAX);
         }
         assert_eq!(h.len(), 4);
         assert_eq!(h.first_seq(), Some(7));
@@ -167,7 +167,7 @@ mod tests {
     fn resumers_from_one_position_share_one_list() {
         let mut h = History::default();
         for s in 1..=5 {
-            h.push(msg(s, s), 8);
+            h.push(msg(s, s), 8, usize::MAX);
         }
         let (Replay::Messages(a), Replay::Messages(b)) = (h.replay(2, 5), h.replay(2, 5)) else {
             panic!("expected messages");
@@ -177,7 +177,7 @@ mod tests {
             "the second resumer reuses the first walk"
         );
         assert_eq!(h.walks(), 1);
-        h.push(msg(6, 6), 8);
+        h.push(msg(6, 6), 8, usize::MAX);
         let Replay::Messages(c) = h.replay(2, 6) else {
             panic!()
         };
@@ -185,10 +185,24 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_keeps_at_most_its_share_of_bytes() {
+        let mut h = History::default();
+        let each = 2 + HISTORY_OVERHEAD_BYTES;
+        for s in 1..=10 {
+            h.push(msg(s, s), 64, 3 * each);
+        }
+        assert_eq!(h.len(), 3, "the oldest go past the byte share");
+        assert_eq!(h.first_seq(), Some(8));
+        assert_eq!(h.bytes(), 3 * each);
+        h.push(msg(11, 11), 64, 1);
+        assert_eq!(h.len(), 1, "the newest always stays");
+    }
+
+    #[test]
     fn expiry_and_bytes() {
         let mut h = History::default();
         for s in 1..=3 {
-            h.push(msg(s, s * 100), 8);
+            h.push(msg(s, s * 100), 8, usize::MAX);
         }
         assert_eq!(h.bytes(), 3 * (2 + HISTORY_OVERHEAD_BYTES));
         assert_eq!(h.expire(250), 2 * (2 + HISTORY_OVERHEAD_BYTES));

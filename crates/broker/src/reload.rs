@@ -84,6 +84,12 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
         max_sends_per_turn,
         max_inflight_publishes,
         max_subscriptions,
+        max_channel_bytes,
+        max_pattern_bytes,
+        max_patterns,
+        max_patterns_per_connection,
+        max_channel_table_bytes,
+        max_unparsed_bytes_per_shard,
         tcp_keepalive_s,
         shutdown_timeout_ms,
         http.max_head_bytes,
@@ -100,6 +106,7 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
         history.size,
         history.ttl_s,
         history.max_bytes,
+        history.channel_max_bytes,
     );
     restart!(
         cpus,

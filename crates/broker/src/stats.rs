@@ -145,6 +145,26 @@ counters! {
     relayed: counter,
     /// Bytes of channel history this shard holds (gauge).
     history_bytes: gauge,
+    /// Bytes charged to this shard's channel-table budget (gauge), bounded by
+    /// `max_channel_table_bytes`.
+    channel_table_bytes: gauge,
+    /// Distinct patterns in the process, as this shard's replica counts them (gauge; the
+    /// total sums the replicas).
+    patterns: gauge,
+    /// Subscriptions and publishes refused for the channel name's length or a full channel
+    /// table.
+    channel_refusals: counter,
+    /// Pattern subscriptions refused (length, patterns per process or per connection, full
+    /// table).
+    pattern_refusals: counter,
+    /// Owned channels nobody subscribed to, forgotten to make room in the channel table.
+    channels_evicted: counter,
+    /// Connections closed because the shard's incomplete input passed
+    /// `max_unparsed_bytes_per_shard` (the largest first).
+    input_budget_closes: counter,
+    /// Publishes to a channel without subscribers whose history was not kept because the
+    /// shard's history was over `history_max_bytes`.
+    history_skips: counter,
 }
 
 /// Latency histograms in microseconds, 3 significant digits, up to 60 s.

@@ -161,11 +161,25 @@ impl Subscribers {
     }
 }
 
+/// Bytes charged to the channel budget for one channel or pattern in [`Local`], beyond its
+/// name: the map entry (hash, key handle, value: 40 bytes), the name's reference counts (16)
+/// and the index slot (8).
+pub const LOCAL_ENTRY_BYTES: usize = 64;
+/// Bytes charged for each subscription: its place in the channel's subscriber list (8, and
+/// 16 more in the position index of big lists) and in the connection's own set (a name
+/// handle and a hash slot, about 32).
+pub const SUBSCRIPTION_BYTES: usize = 64;
+/// Bytes charged for one channel in [`Owned`], beyond its name: the entry (an
+/// `OwnedChannel` of 56 bytes, hash and key handle), the name's header and the index slot.
+pub const OWNED_ENTRY_BYTES: usize = 128;
+
 /// This shard's subscribers per channel (one map per namespace) and per pattern.
 #[derive(Default)]
 pub struct Local {
     channels: [Map<Subscribers>; 2],
     patterns: Map<Subscribers>,
+    /// Bytes charged to the channel budget: names, entries and subscriptions.
+    bytes: usize,
 }
 
 impl Local {
@@ -177,27 +191,48 @@ impl Local {
                 Map::default(),
             ],
             patterns: Map::default(),
+            bytes: 0,
         }
     }
 
     /// Adds a subscriber; returns how many local subscribers the channel now has.
     pub fn subscribe(&mut self, ns: Ns, channel: &Name, who: ConnRef) -> usize {
-        add_to(&mut self.channels[ns as usize], channel, who)
+        let n = add_to(&mut self.channels[ns as usize], channel, who);
+        self.bytes += charge(channel.len(), n);
+        n
     }
 
     /// Removes a subscriber; returns the remaining count (None if it was not there).
     pub fn unsubscribe(&mut self, ns: Ns, channel: &[u8], who: ConnRef) -> Option<usize> {
-        remove_from(&mut self.channels[ns as usize], channel, who)
+        let left = remove_from(&mut self.channels[ns as usize], channel, who)?;
+        self.bytes -= charge(channel.len(), left + 1).min(self.bytes);
+        Some(left)
     }
 
     /// Adds a pattern subscriber; returns the local count.
     pub fn psubscribe(&mut self, pattern: &Name, who: ConnRef) -> usize {
-        add_to(&mut self.patterns, pattern, who)
+        let n = add_to(&mut self.patterns, pattern, who);
+        self.bytes += charge(pattern.len(), n);
+        n
     }
 
     /// Removes a pattern subscriber; returns the remaining count.
     pub fn punsubscribe(&mut self, pattern: &[u8], who: ConnRef) -> Option<usize> {
-        remove_from(&mut self.patterns, pattern, who)
+        let left = remove_from(&mut self.patterns, pattern, who)?;
+        self.bytes -= charge(pattern.len(), left + 1).min(self.bytes);
+        Some(left)
+    }
+
+    /// Bytes charged to the channel budget (see [`LOCAL_ENTRY_BYTES`],
+    /// [`SUBSCRIPTION_BYTES`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What one more subscription to a name of `name_len` bytes would add, at most (the
+    /// name and its entry when the shard has no subscriber of it yet).
+    pub fn cost_of(name_len: usize) -> usize {
+        charge(name_len, 1)
     }
 
     /// Local subscribers of a channel.
@@ -212,6 +247,16 @@ impl Local {
         self.patterns
             .get(pattern)
             .map_or(&[], Subscribers::as_slice)
+    }
+}
+
+/// The bytes the `count`-th subscriber of a name adds: the first brings the name and its
+/// entry.
+fn charge(name_len: usize, count: usize) -> usize {
+    if count == 1 {
+        name_len + LOCAL_ENTRY_BYTES + SUBSCRIPTION_BYTES
+    } else {
+        SUBSCRIPTION_BYTES
     }
 }
 
@@ -280,6 +325,11 @@ pub struct Owned {
     epochs_drawn: u64,
     /// History bytes held across channels.
     history_bytes: usize,
+    /// Bytes charged to the channel budget: names and entries (see [`OWNED_ENTRY_BYTES`]).
+    bytes: usize,
+    /// Where the next search for idle channels to evict starts (a clock hand over the
+    /// entries, so repeated evictions do not walk the same busy entries again).
+    evict_at: [usize; 2],
     /// History is on: a channel whose last subscriber leaves is kept until the sweep finds
     /// it idle for the history TTL, so its position stays resumable meanwhile.
     keep_idle: bool,
@@ -297,6 +347,8 @@ impl Owned {
             epochs: RandomState::new(),
             epochs_drawn: 0,
             history_bytes: 0,
+            bytes: 0,
+            evict_at: [0; 2],
             keep_idle: false,
         }
     }
@@ -326,6 +378,7 @@ impl Owned {
             let fresh = if self.channels[ns as usize].contains_key(channel.as_ref()) {
                 None
             } else {
+                self.bytes += channel.len() + OWNED_ENTRY_BYTES;
                 Some(self.new_channel())
             };
             let map = &mut self.channels[ns as usize];
@@ -343,6 +396,7 @@ impl Owned {
                 c.last_publish_ns = corecast_runtime::clock::now_ns();
             } else if c.forgettable() {
                 self.channels[ns as usize].swap_remove(channel.as_ref());
+                self.bytes -= (channel.len() + OWNED_ENTRY_BYTES).min(self.bytes);
             }
         }
     }
@@ -366,6 +420,7 @@ impl Owned {
         if keep && !self.channels[ns as usize].contains_key(channel) {
             let fresh = self.new_channel();
             self.channels[ns as usize].insert(Name::from(channel), fresh);
+            self.bytes += channel.len() + OWNED_ENTRY_BYTES;
         }
         self.get_mut(ns, channel)
     }
@@ -380,14 +435,61 @@ impl Owned {
         self.history_bytes
     }
 
+    /// Bytes charged to the channel budget by this table.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forgets channels without subscribers anywhere (their history and position go: a
+    /// resume from it is a reset) until this table's charge is at most `target_bytes`,
+    /// looking at no more than `max_steps` entries. Channels with subscribers are never
+    /// evicted: their count is bounded by the subscribing shards' budgets. Returns the
+    /// channels forgotten.
+    pub fn evict_idle(&mut self, target_bytes: usize, max_steps: usize) -> usize {
+        let mut evicted = 0;
+        let mut steps = 0;
+        for ns in 0..2 {
+            let map = &mut self.channels[ns];
+            let mut at = self.evict_at[ns];
+            let mut looked = 0;
+            while self.bytes > target_bytes && steps < max_steps && looked < map.len() {
+                if at >= map.len() {
+                    at = 0;
+                }
+                steps += 1;
+                looked += 1;
+                let Some((name, c)) = map.get_index(at) else {
+                    break;
+                };
+                if c.total > 0 {
+                    at += 1;
+                    continue;
+                }
+                let name_len = name.len();
+                if let Some((_, c)) = map.swap_remove_index(at) {
+                    if let Some(h) = c.history {
+                        self.history_bytes -= h.bytes().min(self.history_bytes);
+                    }
+                }
+                self.bytes -= (name_len + OWNED_ENTRY_BYTES).min(self.bytes);
+                evicted += 1;
+            }
+            self.evict_at[ns] = at;
+        }
+        evicted
+    }
+
     /// Expires history older than `cutoff_ns`, forgets channels left with no subscribers and
-    /// no history, and, while more than `max_bytes` of history remain, drops the histories
-    /// of the channels published least recently. Returns the channels forgotten.
+    /// no history, and, while more than `max_bytes` of history remain, drops histories:
+    /// first those of channels nobody subscribes to, then of the others, the channels
+    /// published least recently first (so a spray of publishes to fresh channels cannot
+    /// take a subscribed channel's history). Returns the channels forgotten.
     pub fn sweep(&mut self, cutoff_ns: u64, max_bytes: usize) -> usize {
         let mut freed = 0;
         let mut forgotten = 0;
+        let mut names_freed = 0;
         for map in &mut self.channels {
-            map.retain(|_, c| {
+            map.retain(|name, c| {
                 if let Some(h) = c.history.as_mut() {
                     freed += h.expire(cutoff_ns);
                     if h.is_empty() {
@@ -395,22 +497,26 @@ impl Owned {
                     }
                 }
                 let keep = !c.forgettable() || c.last_publish_ns >= cutoff_ns;
-                forgotten += usize::from(!keep);
+                if !keep {
+                    forgotten += 1;
+                    names_freed += name.len() + OWNED_ENTRY_BYTES;
+                }
                 keep
             });
         }
+        self.bytes -= names_freed.min(self.bytes);
         self.history_bytes -= freed.min(self.history_bytes);
         if self.history_bytes > max_bytes {
-            let mut by_age: Vec<(u64, usize, usize)> = Vec::new();
+            let mut by_age: Vec<(bool, u64, usize, usize)> = Vec::new();
             for (ns, map) in self.channels.iter().enumerate() {
                 for (i, c) in map.values().enumerate() {
                     if c.history.is_some() {
-                        by_age.push((c.last_publish_ns, ns, i));
+                        by_age.push((c.total > 0, c.last_publish_ns, ns, i));
                     }
                 }
             }
             by_age.sort_unstable();
-            for (_, ns, i) in by_age {
+            for (_, _, ns, i) in by_age {
                 if self.history_bytes <= max_bytes {
                     break;
                 }
@@ -422,13 +528,18 @@ impl Owned {
                     }
                 }
             }
+            let mut names_freed = 0;
             for map in &mut self.channels {
-                map.retain(|_, c| {
+                map.retain(|name, c| {
                     let keep = !c.forgettable();
-                    forgotten += usize::from(!keep);
+                    if !keep {
+                        forgotten += 1;
+                        names_freed += name.len() + OWNED_ENTRY_BYTES;
+                    }
                     keep
                 });
             }
+            self.bytes -= names_freed.min(self.bytes);
         }
         forgotten
     }
@@ -520,6 +631,11 @@ impl Patterns {
         }
     }
 
+    /// Whether some shard subscribes to `pattern`.
+    pub fn contains(&self, pattern: &[u8]) -> bool {
+        self.index.contains_key(pattern)
+    }
+
     /// Number of distinct patterns with subscribers (PUBSUB NUMPAT).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -569,7 +685,10 @@ mod tests {
         c.last_publish_ns = ts_ns;
         let m = message(ch, c.seq, c.epoch, ts_ns);
         let pos = c.position();
-        let delta = c.history.get_or_insert_with(Default::default).push(m, 8);
+        let delta = c
+            .history
+            .get_or_insert_with(Default::default)
+            .push(m, 8, usize::MAX);
         o.history_changed(delta);
         pos
     }

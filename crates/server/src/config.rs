@@ -64,6 +64,24 @@ pub struct Cli {
     /// Channels + patterns + shard channels one connection may subscribe to [default: 65536].
     #[arg(long)]
     pub max_subscriptions: Option<usize>,
+    /// Longest channel name a client may subscribe or publish to [default: 1024].
+    #[arg(long, value_name = "BYTES")]
+    pub max_channel_bytes: Option<usize>,
+    /// Longest PSUBSCRIBE pattern [default: 256].
+    #[arg(long, value_name = "BYTES")]
+    pub max_pattern_bytes: Option<usize>,
+    /// Distinct patterns across the process (each is matched on every publish) [default: 4096].
+    #[arg(long)]
+    pub max_patterns: Option<usize>,
+    /// Patterns one connection may hold [default: 256].
+    #[arg(long)]
+    pub max_patterns_per_connection: Option<usize>,
+    /// Bytes of channel tables (names, entries, subscriptions) one shard may hold [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    pub max_channel_table_bytes: Option<usize>,
+    /// Bytes of incomplete commands over all connections of one shard; past it the largest are closed [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_unparsed_bytes_per_shard: Option<usize>,
     /// Provided receive buffers per shard, a power of two [default: 256].
     #[arg(long)]
     pub recv_buffers: Option<u16>,
@@ -118,6 +136,9 @@ pub struct Cli {
     /// History bytes per shard; past it the least recently published channels lose theirs [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub history_max_bytes: Option<usize>,
+    /// History bytes one channel may keep; its oldest messages go first past it [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub history_channel_max_bytes: Option<usize>,
     /// Log filter (tracing EnvFilter syntax) [default: info].
     #[arg(long)]
     pub log: Option<String>,
@@ -147,6 +168,12 @@ pub struct FileConfig {
     max_sends_per_turn: Option<usize>,
     max_inflight_publishes: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_channel_bytes: Option<usize>,
+    max_pattern_bytes: Option<usize>,
+    max_patterns: Option<usize>,
+    max_patterns_per_connection: Option<usize>,
+    max_channel_table_bytes: Option<usize>,
+    max_unparsed_bytes_per_shard: Option<usize>,
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<usize>,
     tcp_keepalive_s: Option<u32>,
@@ -165,6 +192,7 @@ pub struct FileConfig {
     history_size: Option<usize>,
     history_ttl_s: Option<u32>,
     history_max_bytes: Option<usize>,
+    history_channel_max_bytes: Option<usize>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -318,6 +346,18 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .max_subscriptions
             .or(file.max_subscriptions)
             .unwrap_or(d.max_subscriptions),
+        max_channel_bytes: pick!(max_channel_bytes, d.max_channel_bytes),
+        max_pattern_bytes: pick!(max_pattern_bytes, d.max_pattern_bytes),
+        max_patterns: pick!(max_patterns, d.max_patterns),
+        max_patterns_per_connection: pick!(
+            max_patterns_per_connection,
+            d.max_patterns_per_connection
+        ),
+        max_channel_table_bytes: pick!(max_channel_table_bytes, d.max_channel_table_bytes),
+        max_unparsed_bytes_per_shard: pick!(
+            max_unparsed_bytes_per_shard,
+            d.max_unparsed_bytes_per_shard
+        ),
         recv_buffers: cli
             .recv_buffers
             .or(file.recv_buffers)
@@ -360,6 +400,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             size: pick!(history_size, d.history.size),
             ttl_s: pick!(history_ttl_s, d.history.ttl_s),
             max_bytes: pick!(history_max_bytes, d.history.max_bytes),
+            channel_max_bytes: pick!(history_channel_max_bytes, d.history.channel_max_bytes),
         },
     };
     validate(&broker)?;
@@ -459,6 +500,30 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if b.max_subscriptions == 0 {
         return Err(bad("max_subscriptions", "must be at least 1"));
+    }
+    if b.max_channel_bytes == 0 || b.max_channel_bytes > b.max_bulk_len {
+        return Err(bad(
+            "max_channel_bytes",
+            format!("must be between 1 and max_bulk_len ({})", b.max_bulk_len),
+        ));
+    }
+    if b.max_pattern_bytes == 0 || b.max_pattern_bytes > b.max_bulk_len {
+        return Err(bad(
+            "max_pattern_bytes",
+            format!("must be between 1 and max_bulk_len ({})", b.max_bulk_len),
+        ));
+    }
+    if b.max_unparsed_bytes_per_shard < b.max_unparsed_bytes {
+        return Err(bad(
+            "max_unparsed_bytes_per_shard",
+            format!(
+                "must be at least max_unparsed_bytes ({}) so one command always fits",
+                b.max_unparsed_bytes
+            ),
+        ));
+    }
+    if b.max_channel_table_bytes < 1 << 20 {
+        return Err(bad("max_channel_table_bytes", "must be at least 1048576"));
     }
     if b.http.max_head_bytes < 256 {
         return Err(bad("http_max_head_bytes", "must be at least 256"));

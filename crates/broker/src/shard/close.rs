@@ -63,6 +63,8 @@ impl Shard {
         conn.life = Life::Closing;
         conn.stalled = false;
         conn.inbuf.clear();
+        self.unparsed_bytes -= (conn.input_charged as usize).min(self.unparsed_bytes);
+        conn.input_charged = 0;
         conn.out.clear();
         if conn.counted {
             conn.counted = false;

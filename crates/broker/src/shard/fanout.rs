@@ -9,6 +9,7 @@ use corecast_proto::glob::glob_match;
 use super::{PendingKind, Shard};
 use crate::delivery::{FrameCache, Via};
 use crate::msg::{Message, MessageView, Name, Ns, Position, ShardMsg};
+use crate::tables::OWNED_ENTRY_BYTES;
 
 /// FNV-1a: a fixed hash so every shard (and every restart) agrees on channel owners.
 pub fn channel_hash(name: &[u8]) -> u64 {
@@ -54,7 +55,13 @@ impl Shard {
         targets.clear();
         let mut name = None;
         let history_len = self.cfg.history.size;
-        if let Some((stored, oc)) = self.owned.for_publish(msg.ns, msg.channel, history_len > 0) {
+        // With history on, a publish to a channel the owner keeps nothing for starts its
+        // state, if the channel table has room for it.
+        let keep = history_len > 0
+            && (self.owned.total(msg.ns, msg.channel) > 0
+                || self.owned.get_mut(msg.ns, msg.channel).is_some()
+                || self.table_room(msg.channel.len() + OWNED_ENTRY_BYTES));
+        if let Some((stored, oc)) = self.owned.for_publish(msg.ns, msg.channel, keep) {
             oc.seq += 1;
             oc.last_publish_ns = msg.ts_ns;
             msg.seq = oc.seq;
@@ -83,13 +90,23 @@ impl Shard {
                 .clone()
         };
         if history_len > 0 && msg.seq > 0 {
-            let stored = share(&msg, name.as_ref());
-            if let Some((_, oc)) = self.owned.get_mut(msg.ns, msg.channel) {
-                let delta = oc
-                    .history
-                    .get_or_insert_with(Default::default)
-                    .push(stored, history_len);
-                self.owned.history_changed(delta);
+            // Over the shard's history budget, a channel nobody subscribes to keeps no new
+            // history until the sweep has made room (subscribed channels' histories go
+            // last, so a spray of publishes to fresh channels cannot take theirs).
+            let over = self.owned.history_bytes() > self.cfg.history.max_bytes;
+            if over && count == 0 {
+                self.counters.history_skips += 1;
+            } else {
+                let stored = share(&msg, name.as_ref());
+                let max_bytes = self.cfg.history.channel_max_bytes;
+                if let Some((_, oc)) = self.owned.get_mut(msg.ns, msg.channel) {
+                    let delta = oc.history.get_or_insert_with(Default::default).push(
+                        stored,
+                        history_len,
+                        max_bytes,
+                    );
+                    self.owned.history_changed(delta);
+                }
             }
         }
         let mut share = || share(&msg, name.as_ref());

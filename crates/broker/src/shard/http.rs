@@ -10,6 +10,7 @@ use corecast_proto::http::{
     RequestHead,
 };
 
+use super::admit::Refusal;
 use super::Shard;
 use crate::config::limits::STATS_REUSE_NS;
 use crate::conn::Life;
@@ -140,9 +141,17 @@ impl Shard {
         pos
     }
 
+    /// Refuses a request for a name it carries (too long, no room), with the refusal's
+    /// status and words.
+    pub(super) fn refuse_name(&mut self, key: usize, r: Refusal) {
+        let (status, reason) = r.status();
+        let body = format!("{}\n", r.message());
+        self.http_fail(key, status, reason, body.as_bytes());
+    }
+
     /// Answers with an error and closes after it: the rest of the input cannot be trusted
     /// to start a request.
-    fn http_fail(&mut self, key: usize, status: u16, reason: &str, body: &[u8]) {
+    pub(super) fn http_fail(&mut self, key: usize, status: u16, reason: &str, body: &[u8]) {
         self.counters.http_errors += 1;
         let mut out = Vec::new();
         response_with(&mut out, status, reason, "text/plain", &[], body, false);
@@ -258,7 +267,7 @@ impl Shard {
             .find(|(k, _)| k.as_ref() == b"ch")
             .map(|(_, v)| v.into_owned());
         let channel = match channel {
-            Some(c) if !c.is_empty() && c.len() <= self.cfg.max_bulk_len => c,
+            Some(c) if !c.is_empty() => c,
             _ => {
                 return self.http_fail(
                     key,
@@ -268,6 +277,9 @@ impl Shard {
                 )
             }
         };
+        if let Err(r) = self.check_channel_name(&channel) {
+            return self.refuse_name(key, r);
+        }
         let framing = match body_framing(head, &self.http_limits()) {
             Ok(f) => f,
             Err(e) => {

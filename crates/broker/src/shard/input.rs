@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use corecast_runtime::RecvBuf;
 
 use super::{token, Shard};
-use crate::config::limits::PAUSED_INPUT_BYTES;
+use crate::config::limits::{PAUSED_INPUT_BYTES, SHED_MIN_BYTES};
 use crate::conn::Life;
 use crate::pause::{pause_reason, PauseReason};
 use crate::session::Session;
@@ -131,11 +131,51 @@ impl Shard {
             self.begin_close(key);
             return;
         }
+        let charge = if conn.stalled { 0 } else { conn.inbuf.len() };
+        self.unparsed_bytes = self.unparsed_bytes - (conn.input_charged as usize) + charge;
+        conn.input_charged = charge as u32;
+        if self.unparsed_bytes > self.cfg.max_unparsed_bytes_per_shard {
+            self.shed_input(key);
+            if self.conns[key].life != Life::Open {
+                return;
+            }
+        }
+        let conn = &mut self.conns[key];
         if conn.stalled && conn.inbuf.len() >= PAUSED_INPUT_BYTES && !conn.recv_cancelling {
             if let Some(op) = conn.recv_op {
                 conn.recv_cancelling = true;
                 self.io.cancel(op);
             }
+        }
+    }
+
+    /// The shard holds more incomplete input than `max_unparsed_bytes_per_shard`: closes the
+    /// connections holding the most (at least `SHED_MIN_BYTES` each) until it is back under,
+    /// or, when none holds that much, the connection `key` whose input passed the budget.
+    /// A walk over the connections, but each one closes at least one connection, so the
+    /// work is paid for by connections that had to be accepted first.
+    fn shed_input(&mut self, key: usize) {
+        let mut big: Vec<(u32, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.input_charged as usize >= SHED_MIN_BYTES)
+            .map(|(k, c)| (c.input_charged, k))
+            .collect();
+        big.sort_unstable_by(|a, b| b.cmp(a));
+        if big.is_empty() {
+            big.push((self.conns[key].input_charged, key));
+        }
+        for (_, k) in big {
+            if self.unparsed_bytes <= self.cfg.max_unparsed_bytes_per_shard {
+                break;
+            }
+            tracing::debug!(
+                shard = self.id,
+                key = k,
+                "shard input budget full; closing the largest"
+            );
+            self.counters.input_budget_closes += 1;
+            self.begin_close(k);
         }
     }
 

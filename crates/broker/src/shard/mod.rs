@@ -8,6 +8,7 @@
 //! kernel once (waiting only if there is nothing left to do).
 
 mod accept;
+mod admit;
 mod close;
 mod events;
 mod fanout;
@@ -142,6 +143,9 @@ pub struct Shard {
     /// probe is not queued behind thousands of streams being set up in a reconnect storm.
     urgent: Vec<u32>,
     stalled: Vec<u32>,
+    /// Incomplete input buffered over this shard's connections (the sum of their
+    /// `input_charged`), bounded by `max_unparsed_bytes_per_shard`.
+    unparsed_bytes: usize,
     /// Connections to close, oldest first, at most `CLOSES_PER_TURN` a turn.
     to_close: std::collections::VecDeque<ConnRef>,
     targets: Vec<usize>,
@@ -219,6 +223,7 @@ impl Shard {
             dirty: Vec::new(),
             urgent: Vec::new(),
             stalled: Vec::new(),
+            unparsed_bytes: 0,
             to_close: std::collections::VecDeque::new(),
             targets: Vec::new(),
             plan: crate::relay::Plan::new(),
@@ -373,6 +378,9 @@ impl Shard {
         self.counters.connections = self.conns.len() as u64;
         self.counters.sq_stalls = self.io.sq_stalls();
         self.counters.channels = self.owned.len() as u64;
+        self.counters.channel_table_bytes = (self.local.bytes() + self.owned.bytes()) as u64;
+        self.counters.patterns = self.patterns.len() as u64;
+        self.counters.history_bytes = self.owned.history_bytes() as u64;
         self.shared
             .board
             .publish(self.id, &self.counters, &self.latency);

@@ -45,8 +45,8 @@ impl Shard {
             if k.as_ref() != b"ch" {
                 continue;
             }
-            if v.is_empty() || v.len() > self.cfg.max_bulk_len {
-                return self.sse_refuse(key, b"a ch parameter is empty or too long\n");
+            if v.is_empty() {
+                return self.sse_refuse(key, b"a ch parameter is empty\n");
             }
             if !names.iter().any(|n| **n == *v) {
                 names.push(Name::from(v.as_ref()));
@@ -57,6 +57,11 @@ impl Shard {
         }
         if names.len() > MAX_SSE_CHANNELS.min(self.cfg.max_subscriptions) {
             return self.sse_refuse(key, b"too many channels in one stream\n");
+        }
+        for name in &names {
+            if let Err(r) = self.admit_channel(name) {
+                return self.refuse_name(key, r);
+            }
         }
         if !self.origin_allowed(head) {
             return self.sse_refuse(key, b"origin not allowed\n");

@@ -200,10 +200,13 @@ impl Shard {
         };
         let id = req.id;
         let channel = req.ch.as_deref().unwrap_or_default();
-        if matches!(req.op, OpKind::Sub | OpKind::Unsub | OpKind::Pub)
-            && (channel.is_empty() || channel.len() > self.cfg.max_bulk_len)
-        {
+        if matches!(req.op, OpKind::Sub | OpKind::Unsub | OpKind::Pub) && channel.is_empty() {
             return self.ws_error(key, id, "bad_request", "ch must be a non-empty string");
+        }
+        if matches!(req.op, OpKind::Pub) {
+            if let Err(r) = self.check_channel_name(channel) {
+                return self.ws_error(key, id, r.code(), &r.message());
+            }
         }
         match req.op {
             OpKind::Sub => {
@@ -222,6 +225,12 @@ impl Shard {
                         "max subscriptions per connection reached",
                     );
                 }
+                if let Err(r) = self.admit_channel(channel) {
+                    return self.ws_error(key, id, r.code(), &r.message());
+                }
+                let Session::Ws(s) = &mut self.conns[key].session else {
+                    return;
+                };
                 let name = Name::from(channel);
                 s.subs.insert(name.clone());
                 self.join(key, name, req.since, id.map(Box::from));

@@ -5,6 +5,7 @@ use corecast_proto::resp::{encode, string2ll, Args};
 
 use super::super::Shard;
 use super::errors::{c_str, lower};
+use crate::config::limits::MAX_CLIENT_NAME_BYTES;
 use crate::conn::Life;
 use crate::delivery::Format;
 
@@ -126,6 +127,13 @@ impl Shard {
             self.reply_error(
                 key,
                 "ERR Client names cannot contain spaces, newlines or special characters.",
+            );
+            return false;
+        }
+        if name.len() > MAX_CLIENT_NAME_BYTES {
+            self.reply_error(
+                key,
+                &format!("ERR client name too long (max {MAX_CLIENT_NAME_BYTES} bytes)"),
             );
             return false;
         }

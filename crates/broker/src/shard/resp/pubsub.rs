@@ -37,6 +37,19 @@ impl Shard {
             if self.refused_past_limit(key, held) {
                 continue;
             }
+            if !held {
+                let admitted = match kind {
+                    SubKind::Pattern => {
+                        let patterns = self.resp_mut(key).subs.set(kind).len();
+                        self.admit_pattern(name, patterns)
+                    }
+                    SubKind::Channel | SubKind::ShardChannel => self.admit_channel(name),
+                };
+                if let Err(refusal) = admitted {
+                    self.reply_error(key, &refusal.resp_error());
+                    continue;
+                }
+            }
             let subs = &mut self.resp_mut(key).subs;
             let name = Name::from(name);
             let added = subs.insert(kind, name.clone());
@@ -83,6 +96,9 @@ impl Shard {
     pub(super) fn cmd_publish(&mut self, key: usize, args: &Args, ns: Ns) {
         let channel = args.get(1).unwrap_or_default();
         let payload = args.get(2).unwrap_or_default();
+        if let Err(refusal) = self.check_channel_name(channel) {
+            return self.reply_error(key, &refusal.resp_error());
+        }
         let msg = MessageView {
             ns,
             channel,
