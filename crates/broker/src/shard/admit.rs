@@ -4,6 +4,7 @@
 //! error (RESP `-ERR`, a WebSocket `error`, an HTTP status); each refusal is counted.
 
 use super::Shard;
+use crate::msg::{Name, Ns};
 use crate::tables::Local;
 
 /// Entries [`Owned::evict_idle`](crate::tables::Owned::evict_idle) looks at for one
@@ -109,6 +110,17 @@ impl Shard {
                 Err(r)
             }
             None => Ok(()),
+        }
+    }
+
+    /// Applies a subscriber-count change from `shard` to a channel this shard owns. A channel
+    /// left without subscribers stays (with history on) for resumes; if that leaves the
+    /// table over its budget, idle channels are forgotten until it fits, so churn over
+    /// fresh names from other shards' clients is bounded here too.
+    pub(super) fn owned_apply(&mut self, ns: Ns, channel: &Name, shard: usize, delta: i32) {
+        self.owned.apply(ns, channel, shard, delta);
+        if delta < 0 {
+            self.table_room(0);
         }
     }
 

@@ -79,7 +79,7 @@ impl Shard {
                 delta,
                 reply,
             } => {
-                self.owned.apply(ns, &channel, from, delta);
+                self.owned_apply(ns, &channel, from, delta);
                 self.ack(from, reply);
             }
             ShardMsg::Join {

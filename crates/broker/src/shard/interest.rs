@@ -18,7 +18,7 @@ impl Shard {
         self.counters.subscriptions += 1;
         let owner = self.owner_of(channel);
         if owner == self.id {
-            self.owned.apply(ns, channel, self.id, 1);
+            self.owned_apply(ns, channel, self.id, 1);
             self.conns[key].out.push_frame(reply, 0);
             self.mark_dirty(key);
         } else {
@@ -50,7 +50,7 @@ impl Shard {
         if owner == self.id {
             // At once, as the +1 was: through the local inbox it landed a turn late, and a
             // PUBLISH pipelined behind the UNSUBSCRIBE still counted the subscriber.
-            self.owned.apply(ns, channel, self.id, -1);
+            self.owned_apply(ns, channel, self.id, -1);
             return;
         }
         self.send_to(

@@ -24,7 +24,7 @@ impl Shard {
         from: usize,
         since: Option<Position>,
     ) -> Joined {
-        self.owned.apply(ns, channel, from, 1);
+        self.owned_apply(ns, channel, from, 1);
         let Some((_, oc)) = self.owned.get_mut(ns, channel) else {
             debug_assert!(false, "a channel with a subscriber is kept");
             return Joined {

@@ -110,6 +110,18 @@ impl Server {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
     }
 
+    /// The process's resident memory now, from `/proc/PID/status` (bytes).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
     /// A `redis` crate client URL.
     pub fn url(&self) -> String {
         format!("redis://{}/", self.resp)

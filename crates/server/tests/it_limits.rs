@@ -1,0 +1,313 @@
+//! Every client's cost is bounded: names, patterns, channel tables, incomplete input and
+//! history each have a limit, a refusal the client can read, and a counter. Each test here
+//! reproduces a flood a hostile client could send (scaled to run in seconds) and asserts
+//! the bound it now obeys.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{assert_still_serving, http_post, RespConn, Server, WsClient};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn long_names_get_a_readable_refusal_on_every_front_end() {
+    let mut server = Server::start(2, &[]);
+    let ok_name = vec![b'c'; 1024];
+    let long = vec![b'c'; 1025];
+    let mut c = RespConn::connect(server.resp);
+    c.cmd(&[b"SUBSCRIBE", &long, b"fine"]);
+    let got = c.read_replies(2);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("-ERR channel name too long (max 1024 bytes)\r\n*3\r\n$9\r\nsubscribe\r\n$4\r\nfine\r\n:1\r\n"),
+        "{text}"
+    );
+    c.cmd(&[b"SUBSCRIBE", &ok_name]);
+    assert!(c.read_replies(1).ends_with(b":2\r\n"), "1024 bytes fit");
+    let mut p = RespConn::connect(server.resp);
+    p.cmd(&[b"PUBLISH", &long, b"x"]);
+    assert_eq!(
+        p.read_replies(1),
+        b"-ERR channel name too long (max 1024 bytes)\r\n"
+    );
+    p.cmd(&[b"PSUBSCRIBE", &vec![b'*'; 257]]);
+    assert_eq!(
+        p.read_replies(1),
+        b"-ERR pattern too long (max 256 bytes)\r\n"
+    );
+    let long_s = String::from_utf8(long.clone()).unwrap();
+    let mut ws = WsClient::connect(server.http);
+    ws.send_text(&serde_json::json!({"op":"sub","ch":long_s,"id":1}).to_string());
+    let e = ws.json();
+    assert_eq!(
+        (e["op"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("channel_too_long")),
+        "{e}"
+    );
+    ws.send_text(&serde_json::json!({"op":"pub","ch":long_s,"data":1,"id":2}).to_string());
+    assert_eq!(ws.json()["code"], "channel_too_long");
+    let (status, body) = http_post(server.http, &format!("/pub?ch={long_s}"), None, b"x");
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "channel name too long (max 1024 bytes)\n")
+    );
+    let (status, body) = support::http_get(server.http, &format!("/sse?ch={long_s}"));
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "channel name too long (max 1024 bytes)\n")
+    );
+    let s = server.wait_stats("refusals counted", |s| {
+        s["total"]["channel_refusals"].as_u64() >= Some(6)
+    });
+    assert_eq!(s["total"]["channel_refusals"], 6, "{}", s["total"]);
+    assert_eq!(s["total"]["pattern_refusals"], 1);
+    assert_still_serving(&mut server);
+}
+
+#[test]
+fn patterns_are_capped_per_connection_and_per_process() {
+    let server = Server::start(
+        2,
+        &["--max-patterns", "6", "--max-patterns-per-connection", "4"],
+    );
+    let mut a = RespConn::connect(server.resp);
+    a.cmd(&[b"PSUBSCRIBE", b"a1*", b"a2*", b"a3*", b"a4*", b"a5*"]);
+    let got = String::from_utf8(a.read_replies(5)).unwrap();
+    assert!(
+        got.ends_with("-ERR max patterns per connection reached (4)\r\n"),
+        "{got}"
+    );
+    // Re-subscribing a held pattern is never refused.
+    a.cmd(&[b"PSUBSCRIBE", b"a1*"]);
+    assert!(a.read_replies(1).ends_with(b":4\r\n"));
+    let mut b = RespConn::connect(server.resp);
+    b.cmd(&[b"PSUBSCRIBE", b"b1*", b"b2*", b"b3*", b"a1*"]);
+    let got = String::from_utf8(b.read_replies(4)).unwrap();
+    assert!(
+        got.contains("$3\r\nb1*\r\n:1\r\n") && got.contains("$3\r\nb2*\r\n:2\r\n"),
+        "{got}"
+    );
+    assert!(
+        got.contains("-ERR max patterns reached (6)\r\n"),
+        "the seventh distinct pattern is refused: {got}"
+    );
+    assert!(
+        got.ends_with("$3\r\na1*\r\n:3\r\n"),
+        "a pattern the process holds already costs nothing more: {got}"
+    );
+    let mut q = RespConn::connect(server.resp);
+    q.cmd(&[b"PUBSUB", b"NUMPAT"]);
+    assert_eq!(q.read_replies(1), b":6\r\n");
+    let s = server.wait_stats("refusals counted", |s| {
+        s["total"]["pattern_refusals"].as_u64() >= Some(2)
+    });
+    assert_eq!(s["total"]["pattern_refusals"], 2);
+}
+
+/// Publishing 1-byte payloads to channels with long names, with history on: each publish
+/// used to keep its name for `history_ttl_s` outside any budget (2.98 GB in 17 s). Now the
+/// owner's table is charged for it and, when full, forgets channels nobody subscribes to.
+#[test]
+fn a_long_name_flood_stays_in_the_channel_budget() {
+    let budget = 8 * MIB;
+    let server = Server::start(
+        2,
+        &[
+            "--max-channel-bytes",
+            "65536",
+            "--max-channel-table-bytes",
+            &budget.to_string(),
+        ],
+    );
+    let mut keep = RespConn::connect(server.resp);
+    keep.cmd(&[b"SUBSCRIBE", b"kept"]);
+    keep.read_replies(1);
+    let before = server.rss_bytes();
+    let mut p = RespConn::connect(server.resp);
+    let mut name = vec![b'n'; 65536];
+    // 1,500 names of 64 KiB: 96 MiB of names, six times both shards' budgets.
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        for i in 0..500u32 {
+            name[..8].copy_from_slice(format!("{:08}", round * 500 + i).as_bytes());
+            batch.extend_from_slice(format!("*3\r\n$7\r\nPUBLISH\r\n$65536\r\n").as_bytes());
+            batch.extend_from_slice(&name);
+            batch.extend_from_slice(b"\r\n$1\r\nx\r\n");
+        }
+        p.send(&batch);
+        let replies = p.read_replies(500);
+        assert_eq!(replies, b":0\r\n".repeat(500));
+    }
+    let s = server.stats();
+    for shard in s["shards"].as_array().unwrap() {
+        assert!(
+            shard["channel_table_bytes"].as_u64().unwrap() <= budget,
+            "{shard}"
+        );
+    }
+    assert!(
+        s["total"]["channels_evicted"].as_u64().unwrap() > 1000,
+        "{}",
+        s["total"]
+    );
+    let grown = server.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 2 * budget + 24 * MIB,
+        "RSS grew {} MiB for 96 MiB of names (budget 2 x 8 MiB)",
+        grown / MIB
+    );
+    // A subscribed channel is never evicted.
+    p.cmd(&[b"PUBLISH", b"kept", b"still"]);
+    assert_eq!(p.read_replies(1), b":1\r\n");
+}
+
+/// Subscribe-then-unsubscribe over fresh names with history on keeps each channel at its
+/// owner for resumes; the owner's budget bounds them (the owner is often another shard).
+#[test]
+fn subscribe_churn_over_fresh_names_stays_in_the_channel_budget() {
+    let budget = 4 * MIB;
+    let server = Server::start(
+        2,
+        &[
+            "--max-channel-bytes",
+            "16384",
+            "--max-channel-table-bytes",
+            &budget.to_string(),
+        ],
+    );
+    let mut c = RespConn::connect(server.resp);
+    let mut name = vec![b'c'; 16384];
+    for round in 0..4 {
+        let mut batch = Vec::new();
+        for i in 0..500u32 {
+            name[..8].copy_from_slice(format!("{:08}", round * 500 + i).as_bytes());
+            for cmd in [&b"SUBSCRIBE"[..], b"UNSUBSCRIBE"] {
+                batch.extend_from_slice(format!("*2\r\n${}\r\n", cmd.len()).as_bytes());
+                batch.extend_from_slice(cmd);
+                batch.extend_from_slice(b"\r\n$16384\r\n");
+                batch.extend_from_slice(&name);
+                batch.extend_from_slice(b"\r\n");
+            }
+        }
+        c.send(&batch);
+        c.read_replies(1000);
+    }
+    // 2,000 idle channels of 16 KiB (32 MiB) were kept for 300 s; now each shard's table
+    // stays in its budget.
+    let s = server.wait_stats("idle channels evicted", |s| {
+        s["total"]["channels_evicted"].as_u64() > Some(1000)
+    });
+    for shard in s["shards"].as_array().unwrap() {
+        assert!(
+            shard["channel_table_bytes"].as_u64().unwrap() <= budget,
+            "{shard}"
+        );
+    }
+}
+
+/// 4,000 connections each holding 1 MiB of an unfinished command held 4 GiB. Scaled: 60
+/// connections of 512 KiB each against a 4 MiB budget on one shard.
+#[test]
+fn unfinished_commands_are_bounded_over_the_shard() {
+    let budget = 4 * MIB;
+    let mut server = Server::start(1, &["--max-unparsed-bytes-per-shard", &budget.to_string()]);
+    let before = server.rss_bytes();
+    let chunk = vec![b'u'; 512 << 10];
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut s = TcpStream::connect(server.resp).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"*3\r\n$7\r\nPUBLISH\r\n$1\r\na\r\n$1000000\r\n");
+        let _ = s.write_all(&chunk);
+        held.push(s);
+    }
+    let s = server.wait_stats("the largest incomplete inputs closed", |s| {
+        s["total"]["input_budget_closes"].as_u64() >= Some(52)
+    });
+    assert!(
+        s["total"]["input_overflows"].as_u64() == Some(0),
+        "no one connection passed max_unparsed_bytes: {}",
+        s["total"]
+    );
+    let grown = server.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < budget + 16 * MIB,
+        "RSS grew {} MiB for 30 MiB of incomplete input (budget 4 MiB)",
+        grown / MIB
+    );
+    drop(held);
+    assert_still_serving(&mut server);
+    // A complete command of the same size still goes through.
+    let mut c = RespConn::connect(server.resp);
+    c.cmd(&[b"PUBLISH", b"a", &vec![b'p'; 1_000_000]]);
+    assert_eq!(c.read_replies(1), b":0\r\n");
+}
+
+#[test]
+fn client_names_are_capped() {
+    let server = Server::start(1, &[]);
+    let mut c = RespConn::connect(server.resp);
+    c.cmd(&[b"CLIENT", b"SETNAME", &vec![b'n'; 257]]);
+    assert_eq!(
+        c.read_replies(1),
+        b"-ERR client name too long (max 256 bytes)\r\n"
+    );
+    c.cmd(&[b"CLIENT", b"SETNAME", &vec![b'n'; 256]]);
+    assert_eq!(c.read_replies(1), b"+OK\r\n");
+}
+
+/// One publisher spraying 200 channels with 1 MiB messages used to evict every other
+/// channel's history (the least recently published went first) and end its epoch. Channels
+/// nobody subscribes to now go first, so a subscribed channel's history stays whole.
+#[test]
+fn a_spray_of_big_publishes_leaves_a_subscribed_channel_history_whole() {
+    let mut server = Server::start(2, &["--history-max-bytes", &(16 * MIB).to_string()]);
+    let mut sub = RespConn::connect(server.resp);
+    sub.cmd(&[b"SUBSCRIBE", b"victim"]);
+    sub.read_replies(1);
+    let mut epoch = String::new();
+    for i in 0..5 {
+        let (status, body) = http_post(
+            server.http,
+            "/pub?ch=victim",
+            None,
+            format!("v{i}").repeat(20_000).as_bytes(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        epoch = v["epoch"].as_str().unwrap().to_string();
+    }
+    let big = vec![b's'; 1 << 20];
+    let mut p = RespConn::connect(server.resp);
+    for round in 0..4 {
+        for i in 0..50 {
+            let ch = format!("spray{}", round * 50 + i);
+            p.cmd(&[b"PUBLISH", ch.as_bytes(), &big]);
+        }
+        p.read_replies(50);
+    }
+    // The sweep (once a second) brings the shards back under their budget.
+    let s = server.wait_stats("history back under budget", |s| {
+        s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|sh| sh["history_bytes"].as_u64().unwrap() <= 16 * MIB)
+    });
+    assert!(s["total"]["history_bytes"].as_u64().unwrap() > 0);
+    let mut ws = WsClient::connect(server.http);
+    let since =
+        serde_json::json!({"op":"sub","ch":"victim","id":1,"since":{"epoch":epoch,"seq":0}});
+    ws.send_text(&since.to_string());
+    let ok = ws.json();
+    assert_eq!(ok["op"], "ok", "{ok}");
+    for i in 0..5u64 {
+        let m = ws.json();
+        assert_eq!(m["seq"], i + 1, "{m}");
+    }
+    assert_still_serving(&mut server);
+}
