@@ -376,9 +376,35 @@ impl Nfa {
         }
         match self.words {
             1 => self.search_one_word(s),
+            // Up to 256 tokens (the longest patterns we accept): the state as a fixed-size
+            // array the compiler keeps in registers and unrolls.
+            2 => self.search_fixed::<2>(s),
+            3 => self.search_fixed::<3>(s),
+            4 => self.search_fixed::<4>(s),
             w if w <= STACK_WORDS => self.search_words(s, &mut [0u64; STACK_WORDS][..w]),
             w => self.search_words(s, &mut vec![0u64; w]),
         }
+    }
+
+    /// [`Nfa::search_words`] with the word count `N` known at compile time.
+    fn search_fixed<const N: usize>(&self, s: &[u8]) -> bool {
+        let loops: &[u64; N] = self.loops[..].try_into().expect("N words of loops");
+        let mut state = [0u64; N];
+        for &c in s {
+            let row: &[u64; N] = self.masks[usize::from(self.class_of[usize::from(c)]) * N..][..N]
+                .try_into()
+                .expect("N words per row");
+            let mut carry = 1u64;
+            for i in 0..N {
+                let old = state[i];
+                state[i] = (((old << 1) | carry) & row[i]) | (old & loops[i]);
+                carry = old >> 63;
+            }
+            if state[N - 1] & self.accept != 0 {
+                return true;
+            }
+        }
+        false
     }
 
     /// The state in one register: k ≤ 64.
@@ -400,12 +426,15 @@ impl Nfa {
         let w = self.words;
         for &c in s {
             let row = &self.masks[usize::from(self.class_of[usize::from(c)]) * w..][..w];
-            let mut carry = 1u64;
-            for ((d, &b), &l) in state.iter_mut().zip(row).zip(self.loops.iter()) {
-                let old = *d;
-                *d = (((old << 1) | carry) & b) | (old & l);
-                carry = old >> 63;
+            // Word by word from the top, so that word i-1 still holds the old state whose
+            // top bit shifts into word i.
+            let loops = &self.loops[..w];
+            let state = &mut state[..w];
+            for i in (1..w).rev() {
+                let old = state[i];
+                state[i] = (((old << 1) | (state[i - 1] >> 63)) & row[i]) | (old & loops[i]);
             }
+            state[0] = (((state[0] << 1) | 1) & row[0]) | (state[0] & loops[0]);
             if state[w - 1] & self.accept != 0 {
                 return true;
             }
@@ -499,8 +528,9 @@ impl Glob {
                     return false;
                 }
                 let rest = s.len() - t;
-                head.matches(&s[..h])
-                    && tail.matches(&s[rest..])
+                // (An empty head or tail, as in `news.*` or `*.tech`, costs no call.)
+                (h == 0 || head.matches(&s[..h]))
+                    && (t == 0 || tail.matches(&s[rest..]))
                     && middle.as_ref().is_none_or(|nfa| nfa.search(&s[h..rest]))
             }
         }
