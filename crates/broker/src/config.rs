@@ -42,6 +42,11 @@ pub mod limits {
     /// Unparsed input of a paused connection before its receive is cancelled, so TCP flow
     /// control pushes back on the client instead of the shard buffering for it.
     pub const PAUSED_INPUT_BYTES: usize = 256 << 10;
+    /// Time one turn of a shard spends on client input before the rest waits for the next
+    /// turn (checked every 64 commands or matched patterns). 2 ms: a turn of plain commands
+    /// never reaches it, while a pipelined burst of publishes each matched against a
+    /// thousand costly patterns (5 ms apiece) held a shard for seconds without it.
+    pub const TURN_INPUT_BUDGET_NS: u64 = 2_000_000;
     /// Incomplete input below which a connection is not closed to bring the shard back
     /// under `max_unparsed_bytes_per_shard` (unless its own input passed the budget): a
     /// packet's tail is normal, and connections holding less cost at most
@@ -164,14 +169,18 @@ pub struct BrokerConfig {
     /// bounds what one name costs: hashing and copying it per publish, matching it against
     /// every pattern (n × ⌈m/64⌉ word steps), and its bytes in every table that holds it.
     pub max_channel_bytes: usize,
-    /// Longest pattern (PSUBSCRIBE). Patterns are copied to every shard and every publish
-    /// is matched against each: 256 bytes keep a match at most about 4 words × 1024 bytes
-    /// of channel name (docs/operations.md states the measured cost).
+    /// Longest pattern (PSUBSCRIBE, PUBSUB CHANNELS). Patterns are copied to every shard
+    /// and every publish is matched against each in n × ⌈m/64⌉ word steps: 256 bytes keep
+    /// a match under 4 words × 1024 bytes of channel name, 5.3 µs at worst here.
     pub max_pattern_bytes: usize,
     /// Distinct patterns across the process (each is replicated on every shard and matched
-    /// on every publish, so their count is a per-publish cost for everyone). 4096; checked
-    /// on the subscribing shard against its replica, so patterns added on several shards
-    /// within one mesh hop may pass it by that many.
+    /// on every publish, so their count is a per-publish cost for everyone). 1024: a
+    /// pattern with a literal head or tail (`news.*`, `*.tech`) rejects a channel in about
+    /// 10 ns, so 1024 of them cost a publish about 10 µs; the worst shape at the default
+    /// lengths (a 256-byte `*…*` middle against a 1024-byte channel) costs 5.3 µs each,
+    /// 5.4 ms a publish for 1024 of them (docs/operations.md). Checked on the subscribing
+    /// shard against its replica, so patterns added on several shards within one mesh hop
+    /// may pass it by that many.
     pub max_patterns: usize,
     /// Patterns one connection may hold, so one client cannot take the whole process's
     /// `max_patterns`. 256.
@@ -354,7 +363,7 @@ impl Default for BrokerConfig {
             max_subscriptions: 65536,
             max_channel_bytes: 1024,
             max_pattern_bytes: 256,
-            max_patterns: 4096,
+            max_patterns: 1024,
             max_patterns_per_connection: 256,
             max_channel_table_bytes: 128 << 20,
             max_unparsed_bytes_per_shard: 64 << 20,

@@ -18,6 +18,10 @@ pub enum PauseReason {
     Publishes,
     /// A query every shard answers is still being answered.
     Query,
+    /// This turn of the shard has spent its budget on client input
+    /// (`limits::TURN_INPUT_BUDGET_NS`): the rest waits for the next turn, so one client's
+    /// costly requests (publishes matched against many patterns) cannot hold the shard.
+    TurnBudget,
 }
 
 /// Whether a connection must not parse more input now, and why; `congested` is one reading

@@ -7,6 +7,7 @@
 
 use crate::msg::Name;
 use ahash::RandomState;
+use corecast_proto::glob::Glob;
 
 use crate::history::History;
 use crate::msg::{Ns, Position};
@@ -575,6 +576,9 @@ impl Owned {
 pub struct PatternEntry {
     /// The glob pattern.
     pub pattern: Name,
+    /// The pattern compiled once, here, so a publish matches it in time linear in the
+    /// channel's length (`corecast_proto::glob`).
+    pub glob: Glob,
     /// Subscribers per shard.
     pub per_shard: ShardCounts,
     /// Sum of `per_shard`.
@@ -625,6 +629,7 @@ impl Patterns {
             self.index.insert(pattern.clone(), self.entries.len());
             self.entries.push(PatternEntry {
                 pattern: pattern.clone(),
+                glob: Glob::compile(pattern),
                 per_shard,
                 total: delta as u32,
             });

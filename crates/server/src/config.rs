@@ -70,7 +70,7 @@ pub struct Cli {
     /// Longest PSUBSCRIBE pattern [default: 256].
     #[arg(long, value_name = "BYTES")]
     pub max_pattern_bytes: Option<usize>,
-    /// Distinct patterns across the process (each is matched on every publish) [default: 4096].
+    /// Distinct patterns across the process (each is matched on every publish) [default: 1024].
     #[arg(long)]
     pub max_patterns: Option<usize>,
     /// Patterns one connection may hold [default: 256].
@@ -461,6 +461,11 @@ fn listener_table(
     Ok(table)
 }
 
+/// Largest `max_channel_bytes` accepted.
+pub const MAX_CHANNEL_BYTES_ALLOWED: usize = 65536;
+/// Largest `max_pattern_bytes` accepted.
+pub const MAX_PATTERN_BYTES_ALLOWED: usize = 4096;
+
 fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     if b.max_connections == 0 {
         return Err(bad("max_connections", "must be at least 1"));
@@ -501,16 +506,18 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     if b.max_subscriptions == 0 {
         return Err(bad("max_subscriptions", "must be at least 1"));
     }
-    if b.max_channel_bytes == 0 || b.max_channel_bytes > b.max_bulk_len {
+    // Upper bounds keep one pattern match, the product of the two lengths over 64, at a
+    // few milliseconds at worst (4096 against 65536 bytes: 64 words × 64 Ki steps).
+    if !(1..=MAX_CHANNEL_BYTES_ALLOWED.min(b.max_bulk_len)).contains(&b.max_channel_bytes) {
         return Err(bad(
             "max_channel_bytes",
-            format!("must be between 1 and max_bulk_len ({})", b.max_bulk_len),
+            format!("must be between 1 and {MAX_CHANNEL_BYTES_ALLOWED} (and max_bulk_len)"),
         ));
     }
-    if b.max_pattern_bytes == 0 || b.max_pattern_bytes > b.max_bulk_len {
+    if !(1..=MAX_PATTERN_BYTES_ALLOWED.min(b.max_bulk_len)).contains(&b.max_pattern_bytes) {
         return Err(bad(
             "max_pattern_bytes",
-            format!("must be between 1 and max_bulk_len ({})", b.max_bulk_len),
+            format!("must be between 1 and {MAX_PATTERN_BYTES_ALLOWED} (and max_bulk_len)"),
         ));
     }
     if b.max_unparsed_bytes_per_shard < b.max_unparsed_bytes {

@@ -134,7 +134,7 @@ fn a_long_name_flood_stays_in_the_channel_budget() {
         let mut batch = Vec::new();
         for i in 0..500u32 {
             name[..8].copy_from_slice(format!("{:08}", round * 500 + i).as_bytes());
-            batch.extend_from_slice(format!("*3\r\n$7\r\nPUBLISH\r\n$65536\r\n").as_bytes());
+            batch.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$65536\r\n");
             batch.extend_from_slice(&name);
             batch.extend_from_slice(b"\r\n$1\r\nx\r\n");
         }
@@ -310,4 +310,116 @@ fn a_spray_of_big_publishes_leaves_a_subscribed_channel_history_whole() {
         assert_eq!(m["seq"], i + 1, "{m}");
     }
     assert_still_serving(&mut server);
+}
+
+/// Pings `server` every 5 ms on its own connection while `work` runs; returns the slowest
+/// round trip seen.
+fn slowest_ping_during(server: &Server, work: impl FnOnce()) -> Duration {
+    let addr = server.resp;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let canary = std::thread::spawn(move || {
+        let mut c = RespConn::connect(addr);
+        let mut slowest = Duration::ZERO;
+        for _ in 0..2000 {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let t = std::time::Instant::now();
+            c.cmd(&[b"PING"]);
+            assert_eq!(c.read_replies(1), b"+PONG\r\n");
+            slowest = slowest.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slowest
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    work();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    canary.join().unwrap()
+}
+
+/// PSUBSCRIBE `"*" + "a"*L + "b"`, then PUBLISH to `"a"*L`: the backtracking matcher took
+/// 6.1 CPU-seconds at L = 100 KB and froze its shard. Run at the largest lengths that can be
+/// configured, so this exercises the matcher, not the refusal.
+#[test]
+fn an_adversarial_pattern_costs_a_publish_milliseconds_at_most() {
+    let server = Server::start(
+        1,
+        &[
+            "--max-pattern-bytes",
+            "4096",
+            "--max-channel-bytes",
+            "65536",
+        ],
+    );
+    let mut s = RespConn::connect(server.resp);
+    let a = |n: usize| vec![b'a'; n];
+    let mut tail_b = vec![b'*'];
+    tail_b.extend(a(4094));
+    tail_b.push(b'b');
+    let mut middle = vec![b'*'];
+    middle.extend(a(4093));
+    middle.extend(b"b*");
+    s.cmd(&[b"PSUBSCRIBE", &tail_b, &middle]);
+    s.read_replies(2);
+    let mut p = RespConn::connect(server.resp);
+    let mut slowest_publish = Duration::ZERO;
+    let slowest_ping = slowest_ping_during(&server, || {
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            p.cmd(&[b"PUBLISH", &a(65536), b"x"]);
+            assert_eq!(p.read_replies(1), b":0\r\n");
+            slowest_publish = slowest_publish.max(t.elapsed());
+        }
+    });
+    assert!(
+        slowest_publish < Duration::from_millis(50),
+        "{slowest_publish:?}"
+    );
+    assert!(slowest_ping < Duration::from_millis(50), "{slowest_ping:?}");
+}
+
+/// 1,024 costly patterns (the default `max_patterns`) make every publish cost about 5 ms;
+/// a pipelined burst of them used to hold the shard for the whole burst. The turn budget
+/// makes the rest of the burst wait for later turns, so another client is answered
+/// meanwhile.
+#[test]
+fn a_burst_of_costly_publishes_does_not_hold_the_shard() {
+    let server = Server::start(1, &[]);
+    let mut holders = Vec::new();
+    for c in 0..4 {
+        let mut h = RespConn::connect(server.resp);
+        let mut cmd: Vec<Vec<u8>> = vec![b"PSUBSCRIBE".to_vec()];
+        for i in 0..256 {
+            let mut p = b"*".to_vec();
+            p.extend(format!("{c}{i:04}").as_bytes());
+            p.extend(vec![b'a'; 248]);
+            p.extend(b"b*");
+            cmd.push(p);
+        }
+        let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
+        h.cmd(&argv);
+        h.read_replies(256);
+        holders.push(h);
+    }
+    let channel = vec![b'a'; 1024];
+    let mut p = RespConn::connect(server.resp);
+    let slowest_ping = slowest_ping_during(&server, || {
+        let mut burst = Vec::new();
+        for _ in 0..200 {
+            burst.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$1024\r\n");
+            burst.extend_from_slice(&channel);
+            burst.extend_from_slice(b"\r\n$1\r\nx\r\n");
+        }
+        p.send(&burst);
+        let replies = p.read_replies(200);
+        assert_eq!(replies, b":0\r\n".repeat(200));
+    });
+    assert!(
+        slowest_ping < Duration::from_millis(50),
+        "a PING waited {slowest_ping:?} behind the burst"
+    );
+    let turn = &server.stats()["total"]["latency_us"]["turn"];
+    eprintln!("turns during the burst: {turn}");
 }

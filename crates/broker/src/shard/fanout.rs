@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use corecast_proto::glob::glob_match;
 
 use super::{PendingKind, Shard};
 use crate::delivery::{FrameCache, Via};
@@ -112,9 +111,10 @@ impl Shard {
         let mut share = || share(&msg, name.as_ref());
         self.send_out(&targets, msg, None, &mut share);
         if msg.ns == Ns::Plain && !self.patterns.is_empty() {
+            self.charge_work(self.patterns.entries.len() as u64);
             for i in 0..self.patterns.entries.len() {
                 let e = &self.patterns.entries[i];
-                if e.total == 0 || !glob_match(&e.pattern, msg.channel) {
+                if e.total == 0 || !e.glob.matches(msg.channel) {
                     continue;
                 }
                 count += e.total as i64;

@@ -129,6 +129,7 @@ impl Shard {
                     pos += n;
                     self.counters.http_requests += 1;
                     self.http_request(key, head);
+                    self.charge_work(1);
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use corecast_runtime::RecvBuf;
 
 use super::{token, Shard};
-use crate::config::limits::{PAUSED_INPUT_BYTES, SHED_MIN_BYTES};
+use crate::config::limits::{PAUSED_INPUT_BYTES, SHED_MIN_BYTES, TURN_INPUT_BUDGET_NS};
 use crate::conn::Life;
 use crate::pause::{pause_reason, PauseReason};
 use crate::session::Session;
@@ -220,6 +220,7 @@ impl Shard {
     /// and records a congestion pause so the shard re-checks congestion before it sleeps.
     pub(super) fn stall(&mut self, key: usize, reason: PauseReason) {
         self.congestion_paused |= reason == PauseReason::Congestion;
+        self.budget_paused |= reason == PauseReason::TurnBudget;
         let conn = &mut self.conns[key];
         if !conn.stalled {
             conn.stalled = true;
@@ -231,12 +232,29 @@ impl Shard {
     /// Why a connection must not parse more input now (see `pause.rs`), from one reading of
     /// the congestion count.
     pub(super) fn pause_reason(&self, key: usize) -> Option<PauseReason> {
+        if self.turn_exhausted {
+            return Some(PauseReason::TurnBudget);
+        }
         let congested = self.shared.congested.load(Ordering::Relaxed);
         pause_reason(&self.conns[key], &self.cfg, congested)
     }
 
+    /// Charges `units` of work done for clients to this turn (a command is one, each
+    /// pattern a publish is matched against one more). Every 64 units the turn's time is
+    /// read; past `TURN_INPUT_BUDGET_NS` client input waits for the next turn. Reading the
+    /// clock only every 64 units keeps the check off the cost of a plain command.
+    pub(super) fn charge_work(&mut self, units: u64) {
+        let before = self.turn_work;
+        self.turn_work += units;
+        if before / 64 != self.turn_work / 64 && !self.turn_exhausted {
+            let spent = corecast_runtime::clock::now_ns().saturating_sub(self.turn_start_ns);
+            self.turn_exhausted = spent > TURN_INPUT_BUDGET_NS;
+        }
+    }
+
     pub(super) fn resume_stalled(&mut self) {
         self.congestion_paused = false;
+        self.budget_paused = false;
         if self.stalled.is_empty() {
             return;
         }
@@ -256,6 +274,7 @@ impl Shard {
             if let Some(reason) = self.pause_reason(key) {
                 self.stalled.push(key as u32);
                 self.congestion_paused |= reason == PauseReason::Congestion;
+                self.budget_paused |= reason == PauseReason::TurnBudget;
                 continue;
             }
             self.conns[key].stalled = false;

@@ -130,6 +130,14 @@ pub struct Shard {
     mesh: MeshPort,
     /// Some connection stayed paused this turn while the mesh was congested (see `run`).
     congestion_paused: bool,
+    /// When this turn started (CLOCK_MONOTONIC ns).
+    turn_start_ns: u64,
+    /// Work units charged this turn (a command, a pattern matched), see `charge_work`.
+    turn_work: u64,
+    /// This turn spent `TURN_INPUT_BUDGET_NS`: client input waits for the next turn.
+    turn_exhausted: bool,
+    /// Some connection waits for the next turn's budget: the shard must not sleep.
+    budget_paused: bool,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     next_gen: u32,
@@ -209,6 +217,10 @@ impl Shard {
             id: mesh.id(),
             shards,
             congestion_paused: false,
+            turn_start_ns: 0,
+            turn_work: 0,
+            turn_exhausted: false,
+            budget_paused: false,
             listeners,
             conns: Slab::with_capacity(per_shard),
             next_gen: 1,
@@ -268,6 +280,9 @@ impl Shard {
                 self.record_turn(self.now_ns - turn_start_ns);
             }
             turn_start_ns = self.now_ns;
+            self.turn_start_ns = self.now_ns;
+            self.turn_work = 0;
+            self.turn_exhausted = false;
             let reaped = self.reap();
             self.drain_mesh();
             self.resume_stalled();
@@ -288,7 +303,8 @@ impl Shard {
                 || self.mesh.busy()
                 || !self.dirty.is_empty()
                 || !self.urgent.is_empty()
-                || !self.to_close.is_empty();
+                || !self.to_close.is_empty()
+                || self.budget_paused;
             timing_enter = true;
             let result = if !busy && self.mesh.endpoint().prepare_sleep() {
                 // Only this turn's own work: the enter below waits.

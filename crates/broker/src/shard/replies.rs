@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use corecast_proto::glob::glob_match;
+use corecast_proto::glob::Glob;
 
 use super::{PendingKind, Shard};
 use crate::conn::Life;
@@ -92,13 +92,16 @@ impl Shard {
                     .map(|n| self.owned.total(*ns, n) as i64)
                     .collect(),
             ),
-            Query::Channels(ns, pattern) => ReplyValue::Names(
-                self.owned
-                    .names(*ns)
-                    .filter(|n| pattern.as_ref().is_none_or(|p| glob_match(p, n)))
-                    .cloned()
-                    .collect(),
-            ),
+            Query::Channels(ns, pattern) => {
+                let glob = pattern.as_deref().map(Glob::compile);
+                ReplyValue::Names(
+                    self.owned
+                        .names(*ns)
+                        .filter(|n| glob.as_ref().is_none_or(|g| g.matches(n)))
+                        .cloned()
+                        .collect(),
+                )
+            }
         }
     }
 

@@ -113,6 +113,7 @@ impl Shard {
                 }
                 Ok((used, event)) => {
                     pos += used;
+                    self.charge_work(1);
                     match event {
                         Some(ev) => self.ws_event(key, ev),
                         None if used == 0 => break,

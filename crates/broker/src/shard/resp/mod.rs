@@ -35,6 +35,7 @@ impl Shard {
                     if !args.is_empty() {
                         self.resp_exec(key, &args);
                     }
+                    self.charge_work(1);
                     if self.conns[key].life != Life::Open {
                         pos = data.len();
                         break;

@@ -124,6 +124,12 @@ impl Shard {
                     Ns::Shard
                 };
                 let pattern = args.get(2).map(Name::from);
+                let max = self.cfg.max_pattern_bytes;
+                if pattern.as_ref().is_some_and(|p| p.len() > max) {
+                    self.counters.pattern_refusals += 1;
+                    let refusal = crate::shard::admit::Refusal::PatternTooLong(max);
+                    return self.reply_error(key, &refusal.resp_error());
+                }
                 self.ask_all(
                     key,
                     Query::Channels(ns, pattern),
