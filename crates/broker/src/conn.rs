@@ -99,6 +99,8 @@ pub struct Conn {
     /// Bytes of `inbuf` charged to the shard's `max_unparsed_bytes_per_shard` (an
     /// incomplete command; nothing while the broker itself pauses the input).
     pub input_charged: u32,
+    /// Replays being queued as the client drains them (see `paced.rs`).
+    pub paced: crate::paced::PacedReplays,
     /// The protocol's state (see `session.rs`).
     pub session: Session,
 }
@@ -123,6 +125,7 @@ impl Conn {
             query_inflight: false,
             peer_eof: false,
             input_charged: 0,
+            paced: None,
             session,
         }
     }

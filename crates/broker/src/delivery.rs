@@ -10,10 +10,11 @@ use std::rc::Rc;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::config::{BrokerConfig, SlowConsumerPolicy};
+use crate::config::BrokerConfig;
 use crate::conn::{Conn, Life};
 use crate::msg::{MessageView, Ns, Position};
 use crate::outbound::{Frame, LocalFrame};
+use crate::paced::{hold_behind_replay, slow_consumer, Behind};
 use crate::session::Session;
 use crate::stats::Counters;
 use crate::tables::ConnRef;
@@ -222,6 +223,20 @@ impl Sink<'_> {
         if conn.life != Life::Open {
             return;
         }
+        let pos = Position {
+            epoch: msg.epoch,
+            seq: msg.seq,
+        };
+        match hold_behind_replay(conn, msg.channel, pos, frame, self.cfg.max_pending_bytes) {
+            Behind::NotPacing => {}
+            Behind::Held => {
+                self.counters.delivered += 1;
+                return;
+            }
+            Behind::Full => {
+                return slow_consumer(self.cfg, self.counters, self.to_close, conn, r);
+            }
+        }
         let header = if conn.format == Format::SseData {
             match sse_id_line(conn, msg) {
                 Some(h) => Some(h),
@@ -232,20 +247,7 @@ impl Sink<'_> {
         };
         let len = frame.bytes.len() + header.as_ref().map_or(0, Bytes::len);
         if conn.out.queued_bytes() + len > self.cfg.max_pending_bytes {
-            match self.cfg.slow_consumer {
-                SlowConsumerPolicy::Disconnect => {
-                    tracing::debug!(
-                        key = r.key,
-                        queued = conn.out.queued_bytes(),
-                        "disconnecting a slow consumer"
-                    );
-                    self.counters.slow_consumer_disconnects += 1;
-                    conn.life = Life::CloseAfterFlush;
-                    self.to_close.push_back(r);
-                }
-                SlowConsumerPolicy::Drop => self.counters.dropped += 1,
-            }
-            return;
+            return slow_consumer(self.cfg, self.counters, self.to_close, conn, r);
         }
         match header {
             Some(h) => {

@@ -11,6 +11,7 @@ pub mod history;
 pub mod launch;
 pub mod msg;
 pub mod outbound;
+pub mod paced;
 pub mod pause;
 pub mod pending;
 pub mod relay;

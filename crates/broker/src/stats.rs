@@ -165,6 +165,9 @@ counters! {
     /// Publishes to a channel without subscribers whose history was not kept because the
     /// shard's history was over `history_max_bytes`.
     history_skips: counter,
+    /// Resumes whose replay did not fit the subscriber's queue and was queued as the client
+    /// drained it.
+    paced_replays: counter,
 }
 
 /// Latency histograms in microseconds, 3 significant digits, up to 60 s.

@@ -63,6 +63,7 @@ impl Shard {
         conn.life = Life::Closing;
         conn.stalled = false;
         conn.inbuf.clear();
+        conn.paced = None;
         self.unparsed_bytes -= (conn.input_charged as usize).min(self.unparsed_bytes);
         conn.input_charged = 0;
         conn.out.clear();

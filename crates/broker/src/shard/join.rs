@@ -223,9 +223,16 @@ impl Shard {
                 "an SSE replay starts from the resumed position"
             );
             let frames = self.replay_frames(list, format);
+            let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
+            let fits = self.conns[key].out.queued_bytes() + bytes <= self.cfg.max_pending_bytes;
             let (_, mut sink) = self.local_and_sink();
-            for (msg, frame) in list.iter().zip(frames.iter()) {
-                sink.deliver_frame(who, &msg.view(), frame);
+            if fits {
+                for (msg, frame) in list.iter().zip(frames.iter()) {
+                    sink.deliver_frame(who, &msg.view(), frame);
+                }
+            } else {
+                // Queued as the client drains it, live messages held behind it.
+                sink.start_paced(who, channel.clone(), list.clone());
             }
         }
         self.mark_dirty(key);

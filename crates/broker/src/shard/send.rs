@@ -141,6 +141,11 @@ impl Shard {
         }
         self.counters.bytes_out += res as u64;
         conn.out.advance(res as usize);
+        if conn.paced.is_some() {
+            let (_, mut sink) = self.local_and_sink();
+            sink.feed_paced(key);
+        }
+        let conn = &mut self.conns[key];
         if conn.out.sendable() {
             self.mark_dirty(key);
         } else if conn.life == Life::CloseAfterFlush && conn.out.is_empty() {
