@@ -125,7 +125,9 @@ pub struct Limits {
 /// `Ok(None)`: incomplete, nothing consumed; call again with more bytes. Errors mean the
 /// caller should answer 400 / 431 and close. At most 64 headers are accepted (more is
 /// `Malformed`, kept for existing callers; [`parse_head`] says `TooManyHeaders`), and a head
-/// longer than `max_head_bytes` is `TooLarge` whether or not its end has arrived.
+/// longer than `max_head_bytes` is `TooLarge` whether or not its end has arrived. Every
+/// line must end in CRLF: a complete head holding a bare LF is `Malformed` (a proxy
+/// in front may split such a head differently: request smuggling).
 pub fn parse_request_head(
     input: &[u8],
     max_head_bytes: usize,
@@ -192,6 +194,13 @@ fn parse_into<'b>(
             return Ok(None);
         }
     };
+    // httparse ends a line at a bare LF as well as at CRLF (RFC 9112 2.2 allows a
+    // recipient to), and has no setting to refuse it; see [`has_bare_lf`].
+    if has_bare_lf(window.get(..len).unwrap_or_default()) {
+        return Err(HttpError::Malformed(
+            "bare LF in the request head: every line must end in CRLF".into(),
+        ));
+    }
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let version = req.version.unwrap_or(1);
@@ -219,6 +228,16 @@ fn parse_into<'b>(
         head.keep_alive = true;
     }
     Ok(Some((head, len, version)))
+}
+
+/// Whether `head` holds an LF that is not preceded by CR. RFC 9112 2.2 lets a recipient
+/// take a bare LF as a line end, but a proxy in front of us may not (it may keep the LF
+/// inside a header value, or end the head elsewhere), and two parsers disagreeing on where a
+/// header or the head ends is how requests are smuggled past a proxy's checks. A broker
+/// meant to sit behind proxies refuses such heads (400) instead. One pass over the head's
+/// bytes, so linear in its length, and run once per complete head.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
 }
 
 /// Whether a comma-separated header value contains `token` (case-insensitive,
@@ -759,6 +778,45 @@ mod tests {
         assert!(!h(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn bare_lf_in_a_head_is_refused() {
+        let limits = Limits {
+            max_head_bytes: 1024,
+            max_headers: 64,
+            max_body_bytes: 100,
+        };
+        for bad in [
+            &b"GET / HTTP/1.1\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: b\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            // A smuggling attempt: a proxy that keeps the LF inside the value sees one
+            // header; a parser that ends the line there sees a Content-Length.
+            b"POST /pub?ch=x HTTP/1.1\r\nHost: a\r\nX: y\nContent-Length: 5\r\n\r\nhello",
+        ] {
+            let text = String::from_utf8_lossy(bad);
+            assert!(
+                matches!(parse_head(bad, &limits), Err(HttpError::Malformed(_))),
+                "{text:?}"
+            );
+            assert!(
+                matches!(parse_request_head(bad, 1024), Err(HttpError::Malformed(_))),
+                "{text:?}"
+            );
+        }
+        // CRLF throughout is fine, and LF inside the body is the body's business.
+        let good = b"POST /pub?ch=x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na\nb";
+        let (_, n) = parse_head(good, &limits).unwrap().unwrap();
+        assert_eq!(&good[n..], b"a\nb");
+        // An incomplete head is not judged yet.
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\n", &limits),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -100,6 +100,32 @@ fn garbage_is_400() {
     assert_still_serving(&mut server);
 }
 
+#[test]
+fn a_bare_lf_in_the_head_is_400_and_nothing_is_published() {
+    let mut server = Server::start(2, &[]);
+    let mut ws = WsClient::connect(server.http);
+    ws.sub("lf", 1);
+    let errors_before = server.stats()["total"]["http_errors"].as_u64().unwrap_or(0);
+    for bad in [
+        &b"GET /healthz HTTP/1.1\nHost: t\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: t\n\r\n",
+        // What a proxy that keeps the LF inside X's value sees as one header without a body,
+        // and a lenient parser as a Content-Length and a body: the smuggled publish must
+        // not happen.
+        b"POST /pub?ch=lf HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: 5\r\n\r\nhello",
+    ] {
+        let r = answer_then_close(&server, bad);
+        assert_eq!(r.status, 400, "{:?}: {r:?}", String::from_utf8_lossy(bad));
+        assert!(r.text().contains("bare LF"), "{r:?}");
+    }
+    let s = server.wait_stats("http_errors", |s| {
+        s["total"]["http_errors"].as_u64() >= Some(errors_before + 3)
+    });
+    assert_eq!(s["total"]["published"], 0, "{s}");
+    assert!(ws.frame_within(Duration::from_millis(200)).is_none());
+    assert_still_serving(&mut server);
+}
+
 // ----- slow and short clients -----
 
 #[test]
