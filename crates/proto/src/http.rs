@@ -39,6 +39,9 @@ pub struct RequestHead {
     /// Whether the connection stays open after the response (HTTP/1.1 default, unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0 (whose requests carry no `Host`
+    /// and no expectations a server must honour).
+    pub version: u8,
 }
 
 impl RequestHead {
@@ -144,9 +147,13 @@ pub fn parse_request_head(
 /// excess header is seen), and a head over `limits.max_head_bytes` is `TooLarge`. The
 /// limits are what lets a server face untrusted clients with a fixed memory bound.
 ///
-/// An HTTP/1.0 request with `Transfer-Encoding` is `Malformed` here: RFC 9112 6.1 says its
-/// framing is faulty, and [`RequestHead`] does not carry the version for [`body_framing`]
-/// to tell.
+/// Also `Malformed` here, as RFC 9112 asks of a server:
+///
+/// - an HTTP/1.0 request with `Transfer-Encoding` (6.1: its framing is faulty; checked here
+///   so [`body_framing`] need not look at the version);
+/// - an HTTP/1.1 request without `Host`, or any request with more than one `Host` line
+///   (3.2: "MUST respond with a 400"). HTTP/1.0 clients need not send `Host`, so its
+///   absence there is accepted.
 pub fn parse_head(
     input: &[u8],
     limits: &Limits,
@@ -169,6 +176,15 @@ pub fn parse_head(
         return Err(HttpError::Malformed(
             "Transfer-Encoding in an HTTP/1.0 request".into(),
         ));
+    }
+    match head.headers_named("host").count() {
+        0 if version >= 1 => {
+            return Err(HttpError::Malformed(
+                "an HTTP/1.1 request needs a Host header".into(),
+            ))
+        }
+        0 | 1 => {}
+        _ => return Err(HttpError::Malformed("more than one Host header".into())),
     }
     Ok(Some((head, n)))
 }
@@ -215,6 +231,7 @@ fn parse_into<'b>(
         query: query.to_string(),
         headers,
         keep_alive: version == 1,
+        version,
     };
     if head
         .headers_named("connection")
@@ -895,7 +912,7 @@ mod tests {
 
     /// The framing of a POST with the given header lines.
     fn framing(version: u8, headers: &[&str]) -> Result<BodyFraming, HttpError> {
-        let mut req = format!("POST /pub HTTP/1.{version}\r\n");
+        let mut req = format!("POST /pub HTTP/1.{version}\r\nHost: h\r\n");
         for h in headers {
             req.push_str(h);
             req.push_str("\r\n");
@@ -953,9 +970,10 @@ mod tests {
 
     #[test]
     fn parse_head_header_limits() {
+        // HTTP/1.0, which needs no Host, so every header counted is an `X`.
         let req = |n: usize| {
             [
-                b"GET / HTTP/1.1\r\n".to_vec(),
+                b"GET / HTTP/1.0\r\n".to_vec(),
                 b"X: y\r\n".repeat(n),
                 b"\r\n".to_vec(),
             ]
@@ -1058,8 +1076,39 @@ mod tests {
         );
         // A close in a second Connection line still counts.
         assert!(
-            !head(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nConnection: Close\r\n\r\n").keep_alive
+            !head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nConnection: Close\r\n\r\n")
+                .keep_alive
         );
+    }
+
+    #[test]
+    fn host_is_required_in_http_1_1_and_only_once() {
+        let parse = |req: &[u8]| parse_head(req, &LIMITS);
+        for bad in [
+            &b"GET /healthz HTTP/1.1\r\n\r\n"[..],
+            b"GET /healthz HTTP/1.1\r\nX-Host: a\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nhost: a\r\nHOST: a\r\n\r\n",
+            b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            let r = parse(bad);
+            assert!(
+                matches!(&r, Err(HttpError::Malformed(why)) if why.contains("Host")),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Any case; an empty value is valid (RFC 9112 3.2: no authority in the target).
+        for (good, version) in [
+            (&b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"[..], 1),
+            (b"GET /healthz HTTP/1.1\r\nhOST: a:8080\r\n\r\n", 1),
+            (b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n", 1),
+            // HTTP/1.0 needs none.
+            (b"GET /healthz HTTP/1.0\r\n\r\n", 0),
+        ] {
+            let (h, _) = parse(good).unwrap().unwrap();
+            assert_eq!(h.version, version, "{:?}", String::from_utf8_lossy(good));
+        }
     }
 
     #[test]

@@ -126,6 +126,33 @@ fn a_bare_lf_in_the_head_is_400_and_nothing_is_published() {
     assert_still_serving(&mut server);
 }
 
+#[test]
+fn http_1_1_without_host_is_400_and_http_1_0_without_host_is_served() {
+    let mut server = Server::start(2, &[]);
+    let errors_before = server.stats()["total"]["http_errors"].as_u64().unwrap_or(0);
+    for bad in [
+        &b"GET /healthz HTTP/1.1\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST /pub?ch=h HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+    ] {
+        let r = answer_then_close(&server, bad);
+        assert_eq!(r.status, 400, "{:?}: {r:?}", String::from_utf8_lossy(bad));
+        assert!(r.text().contains("Host"), "{r:?}");
+    }
+    let s = server.wait_stats("http_errors", |s| {
+        s["total"]["http_errors"].as_u64() >= Some(errors_before + 4)
+    });
+    assert_eq!(s["total"]["published"], 0, "{s}");
+    // HTTP/1.0 needs no Host.
+    let r = answer_then_close(&server, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!((r.status, r.text()), (200, "ok\n".to_string()), "{r:?}");
+    let mut c = HttpConn::connect(server.http);
+    let r = c.exchange(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_still_serving(&mut server);
+}
+
 // ----- slow and short clients -----
 
 #[test]
