@@ -84,17 +84,22 @@ pub enum HttpError {
     /// The body uses a transfer coding other than `chunked` (we decode no compression). 501.
     #[error("unsupported transfer coding")]
     UnsupportedTransferEncoding,
+    /// `Expect` holds an expectation other than `100-continue`, the only one HTTP defines.
+    /// 417.
+    #[error("unsupported expectation: only Expect: 100-continue is understood")]
+    ExpectationFailed,
 }
 
 impl HttpError {
     /// The status to answer with: 400 `Malformed`, 431 `TooLarge` and `TooManyHeaders`, 413
-    /// `BodyTooLarge`, 501 `UnsupportedTransferEncoding`, so a server can tell the client
-    /// what to fix without a table of its own.
+    /// `BodyTooLarge`, 417 `ExpectationFailed`, 501 `UnsupportedTransferEncoding`, so a
+    /// server can tell the client what to fix without a table of its own.
     pub fn status(&self) -> u16 {
         match self {
             HttpError::Malformed(_) => 400,
             HttpError::TooLarge(_) | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge(_) => 413,
+            HttpError::ExpectationFailed => 417,
             HttpError::UnsupportedTransferEncoding => 501,
         }
     }
@@ -104,6 +109,7 @@ impl HttpError {
         match self.status() {
             400 => "Bad Request",
             413 => "Content Too Large",
+            417 => "Expectation Failed",
             431 => "Request Header Fields Too Large",
             _ => "Not Implemented",
         }
@@ -277,6 +283,35 @@ fn trim_ows(s: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .unwrap_or(start);
     &s[start..=end]
+}
+
+/// The interim answer that tells a client waiting on `Expect: 100-continue` to send its
+/// body (RFC 9110 15.2.1): a status line and the empty line, no headers.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What the request's `Expect` header asks (RFC 9110 10.1.1), every `Expect` line taken as
+/// one comma-separated list:
+///
+/// - `Ok(true)`: `100-continue` (any case) in an HTTP/1.1 request: the client waits (curl
+///   for 1 s) before sending its body, so a server that will read the body answers
+///   [`CONTINUE`] first, and one that will not answers with the final status at once;
+/// - `Ok(false)`: no expectation (no `Expect`, or an empty one), or `100-continue` in an
+///   HTTP/1.0 request, which a server MUST ignore (a 1.0 client cannot read a 1xx);
+/// - `Err(ExpectationFailed)` (417): any other expectation, which nothing here can meet.
+pub fn expects_continue(head: &RequestHead) -> Result<bool, HttpError> {
+    let mut cont = false;
+    for e in head
+        .headers_named("expect")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+    {
+        if !e.eq_ignore_ascii_case(b"100-continue") {
+            return Err(HttpError::ExpectationFailed);
+        }
+        cont = true;
+    }
+    Ok(cont && head.version >= 1)
 }
 
 /// How the request body is framed (RFC 9112 6.3), decided once from the head so the
@@ -1082,6 +1117,49 @@ mod tests {
     }
 
     #[test]
+    fn expectations() {
+        let expect = |version: u8, lines: &[&str]| {
+            let mut req = format!("POST /pub HTTP/1.{version}\r\nHost: h\r\n");
+            for l in lines {
+                req.push_str(&format!("Expect: {l}\r\n"));
+            }
+            req.push_str("\r\n");
+            expects_continue(&head(req.as_bytes()))
+        };
+        assert_eq!(expect(1, &[]), Ok(false));
+        assert_eq!(expect(1, &[""]), Ok(false));
+        for cont in [
+            "100-continue",
+            "100-Continue",
+            " 100-CONTINUE ",
+            "100-continue, ",
+        ] {
+            assert_eq!(expect(1, &[cont]), Ok(true), "{cont:?}");
+        }
+        assert_eq!(expect(1, &["100-continue", "100-continue"]), Ok(true));
+        // HTTP/1.0: 100-continue is ignored (RFC 9110 10.1.1).
+        assert_eq!(expect(0, &["100-continue"]), Ok(false));
+        for other in [
+            "200-ok",
+            "100-continue=1",
+            "100-continuex",
+            "100-continue, foo",
+        ] {
+            assert_eq!(
+                expect(1, &[other]),
+                Err(HttpError::ExpectationFailed),
+                "{other:?}"
+            );
+            assert_eq!(expect(0, &[other]), Err(HttpError::ExpectationFailed));
+        }
+        assert_eq!(
+            expect(1, &["100-continue", "bogus"]),
+            Err(HttpError::ExpectationFailed)
+        );
+        assert!(CONTINUE.starts_with(b"HTTP/1.1 100 ") && CONTINUE.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
     fn host_is_required_in_http_1_1_and_only_once() {
         let parse = |req: &[u8]| parse_head(req, &LIMITS);
         for bad in [
@@ -1244,6 +1322,7 @@ mod tests {
                 "Request Header Fields Too Large",
             ),
             (HttpError::BodyTooLarge(1), 413, "Content Too Large"),
+            (HttpError::ExpectationFailed, 417, "Expectation Failed"),
             (
                 HttpError::UnsupportedTransferEncoding,
                 501,

@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use corecast_proto::http::{
-    body_framing, parse_head, response_head, response_with, BodyDecoder, BodyFraming, Limits,
-    RequestHead,
+    body_framing, expects_continue, parse_head, response_head, response_with, BodyDecoder,
+    BodyFraming, Limits, RequestHead, CONTINUE,
 };
 
 use super::Shard;
@@ -208,6 +208,12 @@ impl Shard {
             "HEAD" => (true, true),
             _ => (false, false),
         };
+        // An expectation we cannot meet is refused before anything else (417); the body a
+        // client may send anyway after it is never read, since the connection closes.
+        if let Err(e) = expects_continue(&head) {
+            let body = format!("{e}\n");
+            return self.http_fail(key, e.status(), e.reason(), body.as_bytes());
+        }
         let answer = match head.path.as_str() {
             "/pub" if method == "POST" => return self.http_publish(key, &head),
             "/ws" if method == "GET" => return self.ws_upgrade(key, &head),
@@ -275,6 +281,16 @@ impl Shard {
                 return self.http_fail(key, e.status(), e.reason(), body.as_bytes());
             }
         };
+        // The body is wanted (its channel is valid and its announced length fits), so a
+        // client waiting on `Expect: 100-continue` is told to send it now instead of after
+        // its own timeout (curl waits 1 s). A refusal above went out as the final answer
+        // with no 100 first (RFC 9110 10.1.1), and a body that is already here makes the 100
+        // harmless (clients skip 1xx answers).
+        let has_body = !matches!(framing, BodyFraming::Empty | BodyFraming::Length(0));
+        if has_body && expects_continue(head) == Ok(true) {
+            self.conns[key].out.reply(CONTINUE);
+            self.mark_urgent(key);
+        }
         let json = head.header("content-type").is_some_and(is_json_type);
         let pending = PendingBody {
             decoder: BodyDecoder::new(framing, self.cfg.http.max_body_bytes),
