@@ -705,7 +705,9 @@ fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
 
 /// Appends a complete HTTP/1.1 response to `out`: status line, `Content-Type`,
 /// `Content-Length`, `Connection` (`keep-alive` or `close`, as the caller decided from the
-/// request), `Cache-Control: no-store` (stats are live), and the body.
+/// request), `Cache-Control: no-store` (stats are live), `X-Content-Type-Options: nosniff`
+/// (a browser takes the body for its declared type only: a text answer echoing a client's
+/// bytes is never run as a script or page), and the body.
 pub fn response(
     out: &mut Vec<u8>,
     status: u16,
@@ -752,6 +754,28 @@ pub fn response_head(
     content_length: usize,
     keep_alive: bool,
 ) {
+    response_head_with(
+        out,
+        status,
+        reason,
+        content_type,
+        &[],
+        content_length,
+        keep_alive,
+    );
+}
+
+/// [`response_head`] with the `extra` header lines of [`response_with`], so the answer to a
+/// HEAD carries the same headers as that to a GET.
+pub fn response_head_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra: &[&str],
+    content_length: usize,
+    keep_alive: bool,
+) {
     write_head(
         out,
         status,
@@ -759,7 +783,7 @@ pub fn response_head(
         content_type,
         content_length,
         keep_alive,
-        &[],
+        extra,
     );
 }
 
@@ -775,7 +799,7 @@ fn write_head(
 ) {
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: {}\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
         if keep_alive { "keep-alive" } else { "close" }
     );
     push_extra(out, extra);
@@ -794,13 +818,14 @@ fn push_extra(out: &mut Vec<u8>, extra: &[&str]) {
 }
 
 /// Appends the head of a streaming response with no length (SSE): status 200, the content
-/// type, `Cache-Control: no-store`, `Connection: keep-alive`, `X-Accel-Buffering: no` (so a
-/// reverse proxy passes events on at once), then the `extra` lines (as in
+/// type, `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, `Connection:
+/// keep-alive`, `X-Accel-Buffering: no` (so a reverse proxy passes events on at once), then
+/// the `extra` lines (as in
 /// [`response_with`]), and no `Content-Length`: the body ends when the connection closes.
 pub fn stream_head(out: &mut Vec<u8>, content_type: &str, extra: &[&str]) {
     let _ = write!(
         out,
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-store\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"
     );
     push_extra(out, extra);
     out.extend_from_slice(b"\r\n");
@@ -1590,7 +1615,7 @@ mod tests {
         let s = String::from_utf8(v).unwrap();
         assert_eq!(
             s,
-            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\nCache-Control: no-store\r\nAllow: GET, HEAD\r\n\r\nno\n"
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nAllow: GET, HEAD\r\n\r\nno\n"
         );
         let (mut a, mut b) = (Vec::new(), Vec::new());
         response(&mut a, 200, "OK", "text/plain", b"ok", false);
@@ -1601,7 +1626,7 @@ mod tests {
         let s = String::from_utf8(v).unwrap();
         assert_eq!(
             s,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\nX-A: 1\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\nX-A: 1\r\n\r\n"
         );
     }
 }

@@ -185,7 +185,7 @@ pub fn refusal(out: &mut Vec<u8>, err: &HandshakeError) {
     };
     let _ = write!(
         out,
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: {connection}\r\n\r\n{body}",
         body.len()
     );
 }

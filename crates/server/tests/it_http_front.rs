@@ -153,6 +153,36 @@ fn http_1_1_without_host_is_400_and_http_1_0_without_host_is_served() {
     assert_still_serving(&mut server);
 }
 
+#[test]
+fn every_answer_says_nosniff() {
+    let server = Server::start(1, &[]);
+    let mut c = HttpConn::connect(server.http);
+    for req in [
+        &b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /pub?ch=n HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx",
+    ] {
+        let r = c.exchange(req);
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{:?}: {r:?}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    // The SSE stream's head and a refused upgrade too.
+    let mut sse = HttpConn::connect(server.http);
+    assert!(sse.send(b"GET /sse?ch=n HTTP/1.1\r\nHost: t\r\n\r\n"));
+    let r = sse.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    let r = answer_then_close(&server, b"GET /ws HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 426, "{r:?}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+}
+
 // ----- Expect: 100-continue -----
 
 #[test]
