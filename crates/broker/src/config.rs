@@ -175,6 +175,14 @@ pub struct BrokerConfig {
     pub sse: SseConfig,
     /// Per-channel history (resume after a reconnect).
     pub history: HistoryConfig,
+    /// `Origin` values (exact, case-insensitive) whose pages may use the HTTP front-ends
+    /// from a browser: open a WebSocket, open an SSE stream, `POST /pub`. Empty allows any.
+    /// A request carrying another `Origin` gets 403; one carrying none is allowed, since
+    /// only non-browser clients (services, curl) send none: browsers always send `Origin`
+    /// on a WebSocket handshake and on cross-origin fetches, EventSource and form posts.
+    /// This is what stops another site's page from subscribing or publishing through a
+    /// visitor's browser (and its network position or cookies).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Limits of one HTTP request: past them the client gets 431 (head) or 413 (body) and the
@@ -204,11 +212,6 @@ pub struct WsConfig {
     /// the next one is closed (1001). 30 s keeps NAT and proxy idle timers (often 60 s)
     /// from dropping quiet subscribers and finds dead ones within a minute; 0 turns pings off.
     pub ping_interval_s: u32,
-    /// `Origin` values allowed to open a WebSocket (exact, case-insensitive); empty allows
-    /// any. Browsers send the page's origin, so this stops other sites' pages from
-    /// subscribing with a visitor's network position; non-browser clients send none and
-    /// are allowed when the list is empty only.
-    pub allowed_origins: Vec<String>,
 }
 
 /// Server-Sent Events options.
@@ -264,7 +267,6 @@ impl Default for WsConfig {
         Self {
             max_message_bytes: (1 << 20) + (4 << 10),
             ping_interval_s: 30,
-            allowed_origins: Vec::new(),
         }
     }
 }
@@ -318,6 +320,7 @@ impl Default for BrokerConfig {
             ws: WsConfig::default(),
             sse: SseConfig::default(),
             history: HistoryConfig::default(),
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Counters {
     pub http_errors: u64,
     /// HTTP connections closed for not completing a request head in `http.head_timeout_ms` (slowloris, idle keep-alive).
     pub head_timeouts: u64,
+    /// Requests refused with 403 because their `Origin` is not in `allowed_origins` (WebSocket, SSE, `POST /pub`); also counted in `http_errors`.
+    pub origin_refusals: u64,
     /// Connections upgraded to WebSocket.
     pub ws_upgrades: u64,
     /// Open WebSocket connections (gauge, updated once a second).
@@ -100,7 +102,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64, bool); 40] {
+    fn fields(&self) -> [(&'static str, u64, bool); 41] {
         // (name, value, is_gauge)
         [
             ("connections", self.connections, true),
@@ -133,6 +135,7 @@ impl Counters {
             ("http_requests", self.http_requests, false),
             ("http_errors", self.http_errors, false),
             ("head_timeouts", self.head_timeouts, false),
+            ("origin_refusals", self.origin_refusals, false),
             ("ws_upgrades", self.ws_upgrades, false),
             ("ws_connections", self.ws_connections, true),
             ("ws_protocol_errors", self.ws_protocol_errors, false),
@@ -179,6 +182,7 @@ impl Counters {
             http_requests,
             http_errors,
             head_timeouts,
+            origin_refusals,
             ws_upgrades,
             ws_connections,
             ws_protocol_errors,

@@ -183,6 +183,117 @@ fn every_answer_says_nosniff() {
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
 }
 
+// ----- allowed origins -----
+
+/// A `POST /pub?ch=orig` of `body` with the `Origin` line `origin` (if any).
+fn post_from(origin: Option<&str>, body: &str) -> Vec<u8> {
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    format!(
+        "POST /pub?ch=orig HTTP/1.1\r\nHost: t\r\n{origin}Content-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `GET /sse?ch=orig` with the `Origin` line `origin` (if any), on a fresh connection.
+fn sse_from(server: &Server, origin: Option<&str>) -> (HttpConn, support::HttpResponse) {
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let mut c = HttpConn::connect(server.http);
+    let r = c.exchange(format!("GET /sse?ch=orig HTTP/1.1\r\nHost: t\r\n{origin}\r\n").as_bytes());
+    (c, r)
+}
+
+#[test]
+fn allowed_origins_apply_to_publish_sse_and_websocket_alike() {
+    let mut server = Server::start(2, &["--allowed-origins", "https://app.example"]);
+    let mut ws = WsClient::connect(server.http);
+    ws.sub("orig", 1);
+    let evil = Some("https://evil.example");
+    let app = Some("https://APP.example");
+
+    // POST /pub: another site's page (a text/plain post needs no CORS preflight) is
+    // refused and nothing is published; the app's page and a service (no Origin) publish.
+    let r = answer_then_close(&server, &post_from(evil, "csrf"));
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.text().contains("origin not allowed"), "{r:?}");
+    let mut c = HttpConn::connect(server.http);
+    let r = c.exchange(&post_from(app, "from-app"));
+    assert_eq!(
+        (r.status, &r.json()["receivers"]),
+        (200, &serde_json::json!(1)),
+        "{r:?}"
+    );
+    let r = c.exchange(&post_from(None, "from-service"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(ws.json()["data"], "from-app");
+    assert_eq!(ws.json()["data"], "from-service");
+
+    // SSE: refused with 403 (as WebSocket is), allowed with the app's origin (echoed, with
+    // Vary) and without any Origin.
+    let (mut c, r) = sse_from(&server, evil);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.text().contains("origin not allowed"), "{r:?}");
+    c.expect_closed(Duration::from_secs(5));
+    let (_app_stream, r) = sse_from(&server, app);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://APP.example")
+    );
+    assert_eq!(r.header("vary"), Some("Origin"));
+    let (_plain_stream, r) = sse_from(&server, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), None, "{r:?}");
+
+    // WebSocket: the same rule.
+    let r = answer_then_close(
+        &server,
+        support::ws_upgrade_request("Origin: https://evil.example\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    let mut plain = WsClient::upgrade(HttpConn::connect(server.http), "");
+    plain.sub("orig", 2);
+
+    let s = server.wait_stats("origin_refusals", |s| {
+        s["total"]["origin_refusals"].as_u64() >= Some(3)
+    });
+    assert_eq!(s["total"]["origin_refusals"], 3, "{s}");
+    assert_eq!(s["total"]["published"], 2, "{s}");
+    assert!(
+        support::http_get(server.http, "/metrics")
+            .1
+            .contains("corecast_origin_refusals_total{shard=\"0\"}"),
+        "no origin_refusals in /metrics"
+    );
+    assert_still_serving(&mut server);
+}
+
+#[test]
+fn without_allowed_origins_every_origin_may_publish_and_stream() {
+    let server = Server::start(1, &[]);
+    let mut c = HttpConn::connect(server.http);
+    let r = c.exchange(&post_from(Some("https://anyone.example"), "x"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let (_s, r) = sse_from(&server, Some("https://anyone.example"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
+#[test]
+fn the_deprecated_ws_allowed_origins_still_applies_everywhere_and_warns() {
+    let server = Server::start(1, &["--ws-allowed-origins", "https://app.example"]);
+    let r = answer_then_close(&server, &post_from(Some("https://evil.example"), "x"));
+    assert_eq!(r.status, 403, "{r:?}");
+    let (_s, r) = sse_from(&server, Some("https://app.example"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let log = server.log();
+    assert!(
+        log.contains("WARN") && log.contains("--ws-allowed-origins is deprecated"),
+        "{log}"
+    );
+}
+
 // ----- Expect: 100-continue -----
 
 #[test]

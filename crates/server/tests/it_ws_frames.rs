@@ -523,10 +523,7 @@ fn accept_key_is_the_rfc_value_and_no_extension_or_subprotocol_is_chosen() {
 fn allowed_origins_admit_only_those_listed() {
     let server = Server::start(
         2,
-        &[
-            "--ws-allowed-origins",
-            "https://a.example,https://b.example",
-        ],
+        &["--allowed-origins", "https://a.example,https://b.example"],
     );
     let mut ws = WsClient::upgrade(
         HttpConn::connect(server.http),
@@ -546,6 +543,10 @@ fn allowed_origins_admit_only_those_listed() {
         "Origin: https://a.example\r\n",
     );
     ws.sub("origin", 2);
+    // A client that sends no Origin is not a browser (browsers always send it on a
+    // handshake): no page can drive it, so it is let in.
+    let mut ws = WsClient::upgrade(HttpConn::connect(server.http), "");
+    ws.sub("origin", 3);
 }
 
 // ----- server pings -----

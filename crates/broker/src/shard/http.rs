@@ -317,6 +317,11 @@ impl Shard {
 
     /// `POST /pub?ch=NAME`: reads the body (see `http_body`), then publishes it.
     fn http_publish(&mut self, key: usize, head: &RequestHead) {
+        // A page of another site may post here from a visitor's browser (a `text/plain`
+        // form or fetch needs no preflight): with an allow-list, its Origin gives it away.
+        if !self.origin_allowed(head) {
+            return self.refuse_origin(key);
+        }
         let channel = corecast_proto::http::query_params(&head.query)
             .find(|(k, _)| k.as_ref() == b"ch")
             .map(|(_, v)| v.into_owned());
@@ -425,19 +430,36 @@ impl Shard {
         (used, true)
     }
 
-    /// Whether a browser page from `origin` may open a stream or socket here.
+    /// Whether the request may use a front-end (WebSocket, SSE, `POST /pub`) under
+    /// `allowed_origins`: any request when the list is empty; else one whose `Origin` is
+    /// on the list, or one with no `Origin` at all. Browsers always send `Origin` on a
+    /// WebSocket handshake and on cross-origin fetches, EventSource and form posts, so a
+    /// request without one comes from a non-browser client (a service, curl), which no
+    /// other site's page can drive; refusing it would only break those clients.
     pub(super) fn origin_allowed(&self, head: &RequestHead) -> bool {
-        let allowed = &self.cfg.ws.allowed_origins;
+        let allowed = &self.cfg.allowed_origins;
         if allowed.is_empty() {
             return true;
         }
         let Some(origin) = head.header("origin") else {
-            return false;
+            return true;
         };
         let origin = String::from_utf8_lossy(origin);
         allowed
             .iter()
             .any(|a| a.eq_ignore_ascii_case(origin.trim()))
+    }
+
+    /// Refuses a request whose `Origin` is not in `allowed_origins`: 403 with the reason,
+    /// then close (counted in `origin_refusals` and `http_errors`).
+    pub(super) fn refuse_origin(&mut self, key: usize) {
+        self.counters.origin_refusals += 1;
+        self.http_fail(
+            key,
+            403,
+            "Forbidden",
+            b"origin not allowed: this page's Origin is not in the broker's allowed_origins\n",
+        );
     }
 
     /// Whether one more long-lived connection (WebSocket, SSE) fits under
