@@ -212,6 +212,12 @@ pub struct WsConfig {
     /// the next one is closed (1001). 30 s keeps NAT and proxy idle timers (often 60 s)
     /// from dropping quiet subscribers and finds dead ones within a minute; 0 turns pings off.
     pub ping_interval_s: u32,
+    /// Empty (zero-payload) data frames one message may have; one more closes with 1008.
+    /// Each costs a frame's work but adds nothing to the message, so `max_message_bytes`
+    /// does not bound them: a client sending nothing but empty continuations kept a core
+    /// busy (1.15 billion frames in 20 s). 16: Autobahn's fragmentation cases send up to
+    /// three, and no real client sends more than a couple.
+    pub max_empty_fragments: u16,
 }
 
 /// Server-Sent Events options.
@@ -267,6 +273,7 @@ impl Default for WsConfig {
         Self {
             max_message_bytes: (1 << 20) + (4 << 10),
             ping_interval_s: 30,
+            max_empty_fragments: corecast_proto::ws::DEFAULT_MAX_EMPTY_FRAGMENTS,
         }
     }
 }

@@ -92,6 +92,7 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
         http.head_timeout_ms,
         ws.max_message_bytes,
         ws.ping_interval_s,
+        ws.max_empty_fragments,
         allowed_origins,
         sse.heartbeat_s,
         sse.retry_ms,

@@ -73,7 +73,7 @@ pub struct Counters {
     pub ws_upgrades: u64,
     /// Open WebSocket connections (gauge, updated once a second).
     pub ws_connections: u64,
-    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009).
+    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009) or a frame limit (1008: too many empty fragments).
     pub ws_protocol_errors: u64,
     /// Native-protocol requests answered with an error (bad JSON, unknown op, ...); the connection stays open.
     pub ws_request_errors: u64,

@@ -94,6 +94,9 @@ pub struct Cli {
     /// Seconds between server pings; no pong by the next ping closes the socket; 0 turns pings off [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub ws_ping_interval_s: Option<u32>,
+    /// Empty (zero-payload) frames one WebSocket message may have; more closes with 1008 [default: 16].
+    #[arg(long)]
+    pub ws_max_empty_fragments: Option<u16>,
     /// Origins whose pages may open a WebSocket or SSE stream or POST /pub, comma-separated;
     /// others get 403, requests without Origin (non-browser clients) are allowed; empty
     /// allows any [default: empty].
@@ -162,6 +165,7 @@ pub struct FileConfig {
     http_head_timeout_ms: Option<u64>,
     ws_max_message_bytes: Option<usize>,
     ws_ping_interval_s: Option<u32>,
+    ws_max_empty_fragments: Option<u16>,
     allowed_origins: Option<Vec<String>>,
     /// Deprecated alias of `allowed_origins`.
     ws_allowed_origins: Option<Vec<String>>,
@@ -380,6 +384,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         ws: corecast_broker::config::WsConfig {
             max_message_bytes: pick!(ws_max_message_bytes, d.ws.max_message_bytes),
             ping_interval_s: pick!(ws_ping_interval_s, d.ws.ping_interval_s),
+            max_empty_fragments: pick!(ws_max_empty_fragments, d.ws.max_empty_fragments),
         },
         sse: corecast_broker::config::SseConfig {
             heartbeat_s: pick!(sse_heartbeat_s, d.sse.heartbeat_s),
@@ -504,6 +509,12 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if b.ws.max_message_bytes < 128 {
         return Err(bad("ws_max_message_bytes", "must be at least 128"));
+    }
+    if b.ws.max_empty_fragments == 0 {
+        return Err(bad(
+            "ws_max_empty_fragments",
+            "must be at least 1 (an empty message is one empty frame)",
+        ));
     }
     if b.sse.retry_ms == 0 || b.sse.storm_retry_ms < b.sse.retry_ms {
         return Err(bad(

@@ -64,7 +64,8 @@ impl Shard {
         conn.out.reply(&out);
         conn.format = Format::WsJson;
         conn.session = Session::Ws(Box::new(WsSession {
-            decoder: Decoder::new(self.cfg.ws.max_message_bytes),
+            decoder: Decoder::new(self.cfg.ws.max_message_bytes)
+                .with_max_empty_fragments(self.cfg.ws.max_empty_fragments),
             subs: Default::default(),
             joining: Vec::new(),
             next_ping_ns: self.now_ns + interval_ns,
