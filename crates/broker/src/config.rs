@@ -233,10 +233,12 @@ pub struct SseConfig {
     /// return over this much longer window (each connection gets up to 50% more, from its
     /// own hash, so they do not come back in step).
     pub storm_retry_ms: u64,
-    /// Accepted connections per second on one shard above which it is in a reconnect storm
-    /// (the advice rises), and below which, for a whole second, the storm is over. 2000/s:
-    /// an order above a busy gateway's steady churn, well below a restart's wave.
-    pub storm_accepts_per_s: u32,
+    /// SSE streams opened per second on one shard above which it is in a reconnect storm
+    /// (the advice rises), and below which, for a whole second, the storm is over. Streams,
+    /// not TCP accepts: plain connect-and-close from anyone must not change every stream's
+    /// advice. 2000/s: an order above a busy gateway's steady churn, well below a restart's
+    /// wave.
+    pub storm_streams_per_s: u32,
 }
 
 /// Per-channel history on the owner shard, for resume (WebSocket `since`, SSE
@@ -284,7 +286,7 @@ impl Default for SseConfig {
             heartbeat_s: 15,
             retry_ms: 2000,
             storm_retry_ms: 15_000,
-            storm_accepts_per_s: 2000,
+            storm_streams_per_s: 2000,
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
         sse.heartbeat_s,
         sse.retry_ms,
         sse.storm_retry_ms,
-        sse.storm_accepts_per_s,
+        sse.storm_streams_per_s,
         history.size,
         history.ttl_s,
         history.max_bytes,

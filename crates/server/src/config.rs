@@ -114,8 +114,11 @@ pub struct Cli {
     /// SSE retry: advice during a reconnect storm [default: 15000].
     #[arg(long, value_name = "MS")]
     pub sse_storm_retry_ms: Option<u64>,
-    /// Accepts per second on one shard that make a reconnect storm [default: 2000].
+    /// SSE streams opened per second on one shard that make a reconnect storm [default: 2000].
     #[arg(long)]
+    pub sse_storm_streams_per_s: Option<u32>,
+    /// Deprecated alias of --sse-storm-streams-per-s (logs a warning).
+    #[arg(long, hide = true)]
     pub sse_storm_accepts_per_s: Option<u32>,
     /// Messages kept per channel for resume; 0 turns history off [default: 64].
     #[arg(long)]
@@ -172,6 +175,8 @@ pub struct FileConfig {
     sse_heartbeat_s: Option<u32>,
     sse_retry_ms: Option<u64>,
     sse_storm_retry_ms: Option<u64>,
+    sse_storm_streams_per_s: Option<u32>,
+    /// Deprecated alias of `sse_storm_streams_per_s`.
     sse_storm_accepts_per_s: Option<u32>,
     history_size: Option<usize>,
     history_ttl_s: Option<u32>,
@@ -313,6 +318,28 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
     .flatten()
     .next()
     .unwrap_or_default();
+    // The storm threshold counted accepted connections and was `sse_storm_accepts_per_s`;
+    // it counts SSE streams now, and the old name still sets it.
+    if cli.sse_storm_accepts_per_s.is_some() {
+        warnings.push(
+            "--sse-storm-accepts-per-s is deprecated: use --sse-storm-streams-per-s (the \
+             storm threshold counts SSE streams opened, not accepted connections)"
+                .to_string(),
+        );
+    }
+    if file.sse_storm_accepts_per_s.is_some() {
+        warnings.push(
+            "config key sse_storm_accepts_per_s is deprecated: use sse_storm_streams_per_s \
+             (the storm threshold counts SSE streams opened, not accepted connections)"
+                .to_string(),
+        );
+    }
+    let storm_streams_per_s = cli
+        .sse_storm_streams_per_s
+        .or(cli.sse_storm_accepts_per_s)
+        .or(file.sse_storm_streams_per_s)
+        .or(file.sse_storm_accepts_per_s)
+        .unwrap_or(d.sse.storm_streams_per_s);
     let max_bulk_len = cli
         .max_bulk_len
         .or(file.max_bulk_len)
@@ -390,7 +417,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             heartbeat_s: pick!(sse_heartbeat_s, d.sse.heartbeat_s),
             retry_ms: pick!(sse_retry_ms, d.sse.retry_ms),
             storm_retry_ms: pick!(sse_storm_retry_ms, d.sse.storm_retry_ms),
-            storm_accepts_per_s: pick!(sse_storm_accepts_per_s, d.sse.storm_accepts_per_s),
+            storm_streams_per_s,
         },
         history: corecast_broker::config::HistoryConfig {
             size: pick!(history_size, d.history.size),
@@ -680,6 +707,50 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--allowed-origins") && !help.contains("--ws-allowed-origins"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sse_storm_streams_per_s_has_a_deprecated_alias_that_warns() {
+        let s = resolve(Cli {
+            sse_storm_streams_per_s: Some(50),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (s.broker.sse.storm_streams_per_s, s.warnings.len()),
+            (50, 0)
+        );
+        let s = resolve(Cli {
+            sse_storm_accepts_per_s: Some(60),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(s.broker.sse.storm_streams_per_s, 60);
+        assert!(
+            s.warnings.len() == 1
+                && s.warnings[0].contains("--sse-storm-accepts-per-s is deprecated"),
+            "{:?}",
+            s.warnings
+        );
+        let s = resolve(Cli {
+            sse_storm_accepts_per_s: Some(60),
+            sse_storm_streams_per_s: Some(70),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(s.broker.sse.storm_streams_per_s, 70, "the new name wins");
+        assert_eq!(
+            resolve(Cli::default())
+                .unwrap()
+                .broker
+                .sse
+                .storm_streams_per_s,
+            2000
+        );
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--sse-storm-streams-per-s"));
+        assert!(!help.contains("--sse-storm-accepts-per-s"));
     }
 
     #[test]
