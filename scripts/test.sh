@@ -17,6 +17,8 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+# curl, for the Expect: 100-continue test of POST /pub (crates/server/tests/it_http_front.rs).
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The web client tests (crates/server/tests/it_web_clients.rs): Debian's headless Chromium,
 # and Node.js with npm (the machine's own when it has one, else Debian's).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -75,6 +77,7 @@ chromium --version 2>/dev/null
 shellcheck --version | sed -n 's/^version: /shellcheck /p'
 systemd-analyze --version | sed -n 1p
 
+curl --version | sed -n 1p
 redis-server --version
 nats-server --version
 cargo --version

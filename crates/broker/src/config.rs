@@ -222,6 +222,14 @@ pub struct BrokerConfig {
     pub sse: SseConfig,
     /// Per-channel history (resume after a reconnect).
     pub history: HistoryConfig,
+    /// `Origin` values (exact, case-insensitive) whose pages may use the HTTP front-ends
+    /// from a browser: open a WebSocket, open an SSE stream, `POST /pub`. Empty allows any.
+    /// A request carrying another `Origin` gets 403; one carrying none is allowed, since
+    /// only non-browser clients (services, curl) send none: browsers always send `Origin`
+    /// on a WebSocket handshake and on cross-origin fetches, EventSource and form posts.
+    /// This is what stops another site's page from subscribing or publishing through a
+    /// visitor's browser (and its network position or cookies).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Limits of one HTTP request: past them the client gets 431 (head) or 413 (body) and the
@@ -251,11 +259,12 @@ pub struct WsConfig {
     /// the next one is closed (1001). 30 s keeps NAT and proxy idle timers (often 60 s)
     /// from dropping quiet subscribers and finds dead ones within a minute; 0 turns pings off.
     pub ping_interval_s: u32,
-    /// `Origin` values allowed to open a WebSocket (exact, case-insensitive); empty allows
-    /// any. Browsers send the page's origin, so this stops other sites' pages from
-    /// subscribing with a visitor's network position; non-browser clients send none and
-    /// are allowed when the list is empty only.
-    pub allowed_origins: Vec<String>,
+    /// Empty (zero-payload) data frames one message may have; one more closes with 1008.
+    /// Each costs a frame's work but adds nothing to the message, so `max_message_bytes`
+    /// does not bound them: a client sending nothing but empty continuations kept a core
+    /// busy (1.15 billion frames in 20 s). 16: Autobahn's fragmentation cases send up to
+    /// three, and no real client sends more than a couple.
+    pub max_empty_fragments: u16,
 }
 
 /// Server-Sent Events options.
@@ -271,10 +280,12 @@ pub struct SseConfig {
     /// return over this much longer window (each connection gets up to 50% more, from its
     /// own hash, so they do not come back in step).
     pub storm_retry_ms: u64,
-    /// Accepted connections per second on one shard above which it is in a reconnect storm
-    /// (the advice rises), and below which, for a whole second, the storm is over. 2000/s:
-    /// an order above a busy gateway's steady churn, well below a restart's wave.
-    pub storm_accepts_per_s: u32,
+    /// SSE streams opened per second on one shard above which it is in a reconnect storm
+    /// (the advice rises), and below which, for a whole second, the storm is over. Streams,
+    /// not TCP accepts: plain connect-and-close from anyone must not change every stream's
+    /// advice. 2000/s: an order above a busy gateway's steady churn, well below a restart's
+    /// wave.
+    pub storm_streams_per_s: u32,
 }
 
 /// Per-channel history on the owner shard, for resume (WebSocket `since`, SSE
@@ -315,7 +326,7 @@ impl Default for WsConfig {
         Self {
             max_message_bytes: (1 << 20) + (4 << 10),
             ping_interval_s: 30,
-            allowed_origins: Vec::new(),
+            max_empty_fragments: corecast_proto::ws::DEFAULT_MAX_EMPTY_FRAGMENTS,
         }
     }
 }
@@ -326,7 +337,7 @@ impl Default for SseConfig {
             heartbeat_s: 15,
             retry_ms: 2000,
             storm_retry_ms: 15_000,
-            storm_accepts_per_s: 2000,
+            storm_streams_per_s: 2000,
         }
     }
 }
@@ -376,6 +387,7 @@ impl Default for BrokerConfig {
             ws: WsConfig::default(),
             sse: SseConfig::default(),
             history: HistoryConfig::default(),
+            allowed_origins: Vec::new(),
         }
     }
 }

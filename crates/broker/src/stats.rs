@@ -115,11 +115,15 @@ counters! {
     http_errors: counter,
     /// HTTP connections closed for not completing a request head in `http.head_timeout_ms` (slowloris, idle keep-alive).
     head_timeouts: counter,
+    /// Requests refused with 403 because their `Origin` is not in `allowed_origins`
+    /// (WebSocket, SSE, `POST /pub`); also counted in `http_errors`.
+    origin_refusals: counter,
     /// Connections upgraded to WebSocket.
     ws_upgrades: counter,
     /// Open WebSocket connections (gauge, updated once a second).
     ws_connections: gauge,
-    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009).
+    /// WebSocket connections closed for breaking RFC 6455 (1002, 1007, 1009) or a frame
+    /// limit (1008: too many empty fragments).
     ws_protocol_errors: counter,
     /// Native-protocol requests answered with an error (bad JSON, unknown op, ...); the connection stays open.
     ws_request_errors: counter,

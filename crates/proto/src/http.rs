@@ -39,6 +39,9 @@ pub struct RequestHead {
     /// Whether the connection stays open after the response (HTTP/1.1 default, unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0 (whose requests carry no `Host`
+    /// and no expectations a server must honour).
+    pub version: u8,
 }
 
 impl RequestHead {
@@ -81,17 +84,22 @@ pub enum HttpError {
     /// The body uses a transfer coding other than `chunked` (we decode no compression). 501.
     #[error("unsupported transfer coding")]
     UnsupportedTransferEncoding,
+    /// `Expect` holds an expectation other than `100-continue`, the only one HTTP defines.
+    /// 417.
+    #[error("unsupported expectation: only Expect: 100-continue is understood")]
+    ExpectationFailed,
 }
 
 impl HttpError {
     /// The status to answer with: 400 `Malformed`, 431 `TooLarge` and `TooManyHeaders`, 413
-    /// `BodyTooLarge`, 501 `UnsupportedTransferEncoding`, so a server can tell the client
-    /// what to fix without a table of its own.
+    /// `BodyTooLarge`, 417 `ExpectationFailed`, 501 `UnsupportedTransferEncoding`, so a
+    /// server can tell the client what to fix without a table of its own.
     pub fn status(&self) -> u16 {
         match self {
             HttpError::Malformed(_) => 400,
             HttpError::TooLarge(_) | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge(_) => 413,
+            HttpError::ExpectationFailed => 417,
             HttpError::UnsupportedTransferEncoding => 501,
         }
     }
@@ -101,6 +109,7 @@ impl HttpError {
         match self.status() {
             400 => "Bad Request",
             413 => "Content Too Large",
+            417 => "Expectation Failed",
             431 => "Request Header Fields Too Large",
             _ => "Not Implemented",
         }
@@ -125,7 +134,9 @@ pub struct Limits {
 /// `Ok(None)`: incomplete, nothing consumed; call again with more bytes. Errors mean the
 /// caller should answer 400 / 431 and close. At most 64 headers are accepted (more is
 /// `Malformed`, kept for existing callers; [`parse_head`] says `TooManyHeaders`), and a head
-/// longer than `max_head_bytes` is `TooLarge` whether or not its end has arrived.
+/// longer than `max_head_bytes` is `TooLarge` whether or not its end has arrived. Every
+/// line must end in CRLF: a complete head holding a bare LF is `Malformed` (a proxy
+/// in front may split such a head differently: request smuggling).
 pub fn parse_request_head(
     input: &[u8],
     max_head_bytes: usize,
@@ -142,9 +153,13 @@ pub fn parse_request_head(
 /// excess header is seen), and a head over `limits.max_head_bytes` is `TooLarge`. The
 /// limits are what lets a server face untrusted clients with a fixed memory bound.
 ///
-/// An HTTP/1.0 request with `Transfer-Encoding` is `Malformed` here: RFC 9112 6.1 says its
-/// framing is faulty, and [`RequestHead`] does not carry the version for [`body_framing`]
-/// to tell.
+/// Also `Malformed` here, as RFC 9112 asks of a server:
+///
+/// - an HTTP/1.0 request with `Transfer-Encoding` (6.1: its framing is faulty; checked here
+///   so [`body_framing`] need not look at the version);
+/// - an HTTP/1.1 request without `Host`, or any request with more than one `Host` line
+///   (3.2: "MUST respond with a 400"). HTTP/1.0 clients need not send `Host`, so its
+///   absence there is accepted.
 pub fn parse_head(
     input: &[u8],
     limits: &Limits,
@@ -167,6 +182,15 @@ pub fn parse_head(
         return Err(HttpError::Malformed(
             "Transfer-Encoding in an HTTP/1.0 request".into(),
         ));
+    }
+    match head.headers_named("host").count() {
+        0 if version >= 1 => {
+            return Err(HttpError::Malformed(
+                "an HTTP/1.1 request needs a Host header".into(),
+            ))
+        }
+        0 | 1 => {}
+        _ => return Err(HttpError::Malformed("more than one Host header".into())),
     }
     Ok(Some((head, n)))
 }
@@ -192,6 +216,13 @@ fn parse_into<'b>(
             return Ok(None);
         }
     };
+    // httparse ends a line at a bare LF as well as at CRLF (RFC 9112 2.2 allows a
+    // recipient to), and has no setting to refuse it; see [`has_bare_lf`].
+    if has_bare_lf(window.get(..len).unwrap_or_default()) {
+        return Err(HttpError::Malformed(
+            "bare LF in the request head: every line must end in CRLF".into(),
+        ));
+    }
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let version = req.version.unwrap_or(1);
@@ -206,6 +237,7 @@ fn parse_into<'b>(
         query: query.to_string(),
         headers,
         keep_alive: version == 1,
+        version,
     };
     if head
         .headers_named("connection")
@@ -219,6 +251,16 @@ fn parse_into<'b>(
         head.keep_alive = true;
     }
     Ok(Some((head, len, version)))
+}
+
+/// Whether `head` holds an LF that is not preceded by CR. RFC 9112 2.2 lets a recipient
+/// take a bare LF as a line end, but a proxy in front of us may not (it may keep the LF
+/// inside a header value, or end the head elsewhere), and two parsers disagreeing on where a
+/// header or the head ends is how requests are smuggled past a proxy's checks. A broker
+/// meant to sit behind proxies refuses such heads (400) instead. One pass over the head's
+/// bytes, so linear in its length, and run once per complete head.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
 }
 
 /// Whether a comma-separated header value contains `token` (case-insensitive,
@@ -241,6 +283,35 @@ fn trim_ows(s: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .unwrap_or(start);
     &s[start..=end]
+}
+
+/// The interim answer that tells a client waiting on `Expect: 100-continue` to send its
+/// body (RFC 9110 15.2.1): a status line and the empty line, no headers.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What the request's `Expect` header asks (RFC 9110 10.1.1), every `Expect` line taken as
+/// one comma-separated list:
+///
+/// - `Ok(true)`: `100-continue` (any case) in an HTTP/1.1 request: the client waits (curl
+///   for 1 s) before sending its body, so a server that will read the body answers
+///   [`CONTINUE`] first, and one that will not answers with the final status at once;
+/// - `Ok(false)`: no expectation (no `Expect`, or an empty one), or `100-continue` in an
+///   HTTP/1.0 request, which a server MUST ignore (a 1.0 client cannot read a 1xx);
+/// - `Err(ExpectationFailed)` (417): any other expectation, which nothing here can meet.
+pub fn expects_continue(head: &RequestHead) -> Result<bool, HttpError> {
+    let mut cont = false;
+    for e in head
+        .headers_named("expect")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+    {
+        if !e.eq_ignore_ascii_case(b"100-continue") {
+            return Err(HttpError::ExpectationFailed);
+        }
+        cont = true;
+    }
+    Ok(cont && head.version >= 1)
 }
 
 /// How the request body is framed (RFC 9112 6.3), decided once from the head so the
@@ -634,7 +705,9 @@ fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
 
 /// Appends a complete HTTP/1.1 response to `out`: status line, `Content-Type`,
 /// `Content-Length`, `Connection` (`keep-alive` or `close`, as the caller decided from the
-/// request), `Cache-Control: no-store` (stats are live), and the body.
+/// request), `Cache-Control: no-store` (stats are live), `X-Content-Type-Options: nosniff`
+/// (a browser takes the body for its declared type only: a text answer echoing a client's
+/// bytes is never run as a script or page), and the body.
 pub fn response(
     out: &mut Vec<u8>,
     status: u16,
@@ -681,6 +754,28 @@ pub fn response_head(
     content_length: usize,
     keep_alive: bool,
 ) {
+    response_head_with(
+        out,
+        status,
+        reason,
+        content_type,
+        &[],
+        content_length,
+        keep_alive,
+    );
+}
+
+/// [`response_head`] with the `extra` header lines of [`response_with`], so the answer to a
+/// HEAD carries the same headers as that to a GET.
+pub fn response_head_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    extra: &[&str],
+    content_length: usize,
+    keep_alive: bool,
+) {
     write_head(
         out,
         status,
@@ -688,7 +783,7 @@ pub fn response_head(
         content_type,
         content_length,
         keep_alive,
-        &[],
+        extra,
     );
 }
 
@@ -704,7 +799,7 @@ fn write_head(
 ) {
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: {}\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
         if keep_alive { "keep-alive" } else { "close" }
     );
     push_extra(out, extra);
@@ -723,13 +818,14 @@ fn push_extra(out: &mut Vec<u8>, extra: &[&str]) {
 }
 
 /// Appends the head of a streaming response with no length (SSE): status 200, the content
-/// type, `Cache-Control: no-store`, `Connection: keep-alive`, `X-Accel-Buffering: no` (so a
-/// reverse proxy passes events on at once), then the `extra` lines (as in
+/// type, `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, `Connection:
+/// keep-alive`, `X-Accel-Buffering: no` (so a reverse proxy passes events on at once), then
+/// the `extra` lines (as in
 /// [`response_with`]), and no `Content-Length`: the body ends when the connection closes.
 pub fn stream_head(out: &mut Vec<u8>, content_type: &str, extra: &[&str]) {
     let _ = write!(
         out,
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-store\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"
     );
     push_extra(out, extra);
     out.extend_from_slice(b"\r\n");
@@ -759,6 +855,45 @@ mod tests {
         assert!(!h(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn bare_lf_in_a_head_is_refused() {
+        let limits = Limits {
+            max_head_bytes: 1024,
+            max_headers: 64,
+            max_body_bytes: 100,
+        };
+        for bad in [
+            &b"GET / HTTP/1.1\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: b\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            // A smuggling attempt: a proxy that keeps the LF inside the value sees one
+            // header; a parser that ends the line there sees a Content-Length.
+            b"POST /pub?ch=x HTTP/1.1\r\nHost: a\r\nX: y\nContent-Length: 5\r\n\r\nhello",
+        ] {
+            let text = String::from_utf8_lossy(bad);
+            assert!(
+                matches!(parse_head(bad, &limits), Err(HttpError::Malformed(_))),
+                "{text:?}"
+            );
+            assert!(
+                matches!(parse_request_head(bad, 1024), Err(HttpError::Malformed(_))),
+                "{text:?}"
+            );
+        }
+        // CRLF throughout is fine, and LF inside the body is the body's business.
+        let good = b"POST /pub?ch=x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na\nb";
+        let (_, n) = parse_head(good, &limits).unwrap().unwrap();
+        assert_eq!(&good[n..], b"a\nb");
+        // An incomplete head is not judged yet.
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\n", &limits),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -837,7 +972,7 @@ mod tests {
 
     /// The framing of a POST with the given header lines.
     fn framing(version: u8, headers: &[&str]) -> Result<BodyFraming, HttpError> {
-        let mut req = format!("POST /pub HTTP/1.{version}\r\n");
+        let mut req = format!("POST /pub HTTP/1.{version}\r\nHost: h\r\n");
         for h in headers {
             req.push_str(h);
             req.push_str("\r\n");
@@ -895,9 +1030,10 @@ mod tests {
 
     #[test]
     fn parse_head_header_limits() {
+        // HTTP/1.0, which needs no Host, so every header counted is an `X`.
         let req = |n: usize| {
             [
-                b"GET / HTTP/1.1\r\n".to_vec(),
+                b"GET / HTTP/1.0\r\n".to_vec(),
                 b"X: y\r\n".repeat(n),
                 b"\r\n".to_vec(),
             ]
@@ -1000,8 +1136,82 @@ mod tests {
         );
         // A close in a second Connection line still counts.
         assert!(
-            !head(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nConnection: Close\r\n\r\n").keep_alive
+            !head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nConnection: Close\r\n\r\n")
+                .keep_alive
         );
+    }
+
+    #[test]
+    fn expectations() {
+        let expect = |version: u8, lines: &[&str]| {
+            let mut req = format!("POST /pub HTTP/1.{version}\r\nHost: h\r\n");
+            for l in lines {
+                req.push_str(&format!("Expect: {l}\r\n"));
+            }
+            req.push_str("\r\n");
+            expects_continue(&head(req.as_bytes()))
+        };
+        assert_eq!(expect(1, &[]), Ok(false));
+        assert_eq!(expect(1, &[""]), Ok(false));
+        for cont in [
+            "100-continue",
+            "100-Continue",
+            " 100-CONTINUE ",
+            "100-continue, ",
+        ] {
+            assert_eq!(expect(1, &[cont]), Ok(true), "{cont:?}");
+        }
+        assert_eq!(expect(1, &["100-continue", "100-continue"]), Ok(true));
+        // HTTP/1.0: 100-continue is ignored (RFC 9110 10.1.1).
+        assert_eq!(expect(0, &["100-continue"]), Ok(false));
+        for other in [
+            "200-ok",
+            "100-continue=1",
+            "100-continuex",
+            "100-continue, foo",
+        ] {
+            assert_eq!(
+                expect(1, &[other]),
+                Err(HttpError::ExpectationFailed),
+                "{other:?}"
+            );
+            assert_eq!(expect(0, &[other]), Err(HttpError::ExpectationFailed));
+        }
+        assert_eq!(
+            expect(1, &["100-continue", "bogus"]),
+            Err(HttpError::ExpectationFailed)
+        );
+        assert!(CONTINUE.starts_with(b"HTTP/1.1 100 ") && CONTINUE.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
+    fn host_is_required_in_http_1_1_and_only_once() {
+        let parse = |req: &[u8]| parse_head(req, &LIMITS);
+        for bad in [
+            &b"GET /healthz HTTP/1.1\r\n\r\n"[..],
+            b"GET /healthz HTTP/1.1\r\nX-Host: a\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nhost: a\r\nHOST: a\r\n\r\n",
+            b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            let r = parse(bad);
+            assert!(
+                matches!(&r, Err(HttpError::Malformed(why)) if why.contains("Host")),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Any case; an empty value is valid (RFC 9112 3.2: no authority in the target).
+        for (good, version) in [
+            (&b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"[..], 1),
+            (b"GET /healthz HTTP/1.1\r\nhOST: a:8080\r\n\r\n", 1),
+            (b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n", 1),
+            // HTTP/1.0 needs none.
+            (b"GET /healthz HTTP/1.0\r\n\r\n", 0),
+        ] {
+            let (h, _) = parse(good).unwrap().unwrap();
+            assert_eq!(h.version, version, "{:?}", String::from_utf8_lossy(good));
+        }
     }
 
     #[test]
@@ -1137,6 +1347,7 @@ mod tests {
                 "Request Header Fields Too Large",
             ),
             (HttpError::BodyTooLarge(1), 413, "Content Too Large"),
+            (HttpError::ExpectationFailed, 417, "Expectation Failed"),
             (
                 HttpError::UnsupportedTransferEncoding,
                 501,
@@ -1404,7 +1615,7 @@ mod tests {
         let s = String::from_utf8(v).unwrap();
         assert_eq!(
             s,
-            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\nCache-Control: no-store\r\nAllow: GET, HEAD\r\n\r\nno\n"
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nAllow: GET, HEAD\r\n\r\nno\n"
         );
         let (mut a, mut b) = (Vec::new(), Vec::new());
         response(&mut a, 200, "OK", "text/plain", b"ok", false);
@@ -1415,7 +1626,7 @@ mod tests {
         let s = String::from_utf8(v).unwrap();
         assert_eq!(
             s,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\nX-A: 1\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\nX-A: 1\r\n\r\n"
         );
     }
 }

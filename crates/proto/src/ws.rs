@@ -34,6 +34,10 @@ const MAX_CONTROL: usize = 125;
 /// Largest close reason: a control payload less the 2-byte code.
 const MAX_CLOSE_REASON: usize = MAX_CONTROL - 2;
 
+/// Empty (zero-payload) data frames one message may have by default (see
+/// [`Decoder::with_max_empty_fragments`]).
+pub const DEFAULT_MAX_EMPTY_FRAGMENTS: u16 = 16;
+
 /// A message buffer with more capacity than this is freed after the message is consumed, so
 /// a connection that once sent a big message does not keep its buffer while idle.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -185,7 +189,7 @@ pub fn refusal(out: &mut Vec<u8>, err: &HandshakeError) {
     };
     let _ = write!(
         out,
-        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: {connection}\r\n\r\n{body}",
         body.len()
     );
 }
@@ -413,6 +417,11 @@ pub enum WsError {
     /// A message is larger than the decoder's limit (1009).
     #[error("message too big")]
     TooBig,
+    /// A message has more empty (zero-payload) data frames than the decoder's limit (1008,
+    /// policy): they cost a frame's work each and bring the message no closer to its size
+    /// limit, so without a bound one client could keep a core busy for ever.
+    #[error("too many empty fragments in one message")]
+    TooManyEmptyFragments,
 }
 
 impl WsError {
@@ -422,6 +431,7 @@ impl WsError {
             WsError::Protocol(_) => close_code::PROTOCOL_ERROR,
             WsError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
             WsError::TooBig => close_code::TOO_BIG,
+            WsError::TooManyEmptyFragments => close_code::POLICY,
         }
     }
 }
@@ -524,6 +534,12 @@ enum State {
 /// fragments. Frames are consumed whole: the caller keeps at most one frame header (up to 14
 /// bytes) plus one frame's payload (at most `max_message_bytes`) in its read buffer.
 ///
+/// Empty data frames are bounded too: each costs a frame's work but adds nothing to the
+/// message, so the size limit alone would let a client send them for ever (1.15 billion
+/// in 20 s kept a core busy). A message may have at most `max_empty_fragments` of them
+/// (the first frame, continuations and the final one all count);
+/// one more is [`WsError::TooManyEmptyFragments`].
+///
 /// After an error the connection must be closed; the decoder's state is then unspecified
 /// (though it still never panics).
 #[derive(Debug)]
@@ -532,6 +548,10 @@ pub struct Decoder {
     max: usize,
     utf8: Utf8,
     state: State,
+    /// Empty data frames in the current message.
+    empty: u16,
+    /// Most empty data frames a message may have.
+    max_empty: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<Decoder>() <= 48);
@@ -540,13 +560,25 @@ impl Decoder {
     /// A decoder that accepts messages of at most `max_message_bytes` (the sum of a
     /// message's fragments); a frame that would pass it is [`WsError::TooBig`] as soon as its
     /// header has arrived, before any of its payload is buffered.
+    /// It allows [`DEFAULT_MAX_EMPTY_FRAGMENTS`] empty data frames per message.
     pub fn new(max_message_bytes: usize) -> Self {
         Decoder {
             msg: Vec::new(),
             max: max_message_bytes,
             utf8: Utf8::START,
             state: State::Idle,
+            empty: 0,
+            max_empty: DEFAULT_MAX_EMPTY_FRAGMENTS,
         }
+    }
+
+    /// The decoder allowing at most `n` empty (zero-payload) data frames per message; one
+    /// more is [`WsError::TooManyEmptyFragments`] (close 1008) as soon as its 6 bytes have
+    /// arrived. An unfragmented empty message is one such frame. Autobahn's fragmentation
+    /// cases send up to three, and no real client sends more than a couple.
+    pub fn with_max_empty_fragments(mut self, n: u16) -> Self {
+        self.max_empty = n;
+        self
     }
 
     /// Decodes at most one event from the start of `input`.
@@ -567,7 +599,8 @@ impl Decoder {
     /// started, a TEXT or BINARY frame while a message is unfinished, a 64-bit length with
     /// the top bit set (all [`WsError::Protocol`]); invalid UTF-8 in a text message or close
     /// reason ([`WsError::InvalidUtf8`]); a 1-byte close payload or a close code not allowed
-    /// by RFC 6455 7.4 (Protocol); a message over the limit ([`WsError::TooBig`]).
+    /// by RFC 6455 7.4 (Protocol); a message over the limit ([`WsError::TooBig`]); more
+    /// empty data frames in one message than allowed ([`WsError::TooManyEmptyFragments`]).
     /// Non-minimal length encodings are accepted.
     pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), WsError> {
         if self.state == State::Complete {
@@ -666,9 +699,16 @@ impl Decoder {
             State::Assembling { text } => text,
             _ => {
                 self.utf8 = Utf8::START;
+                self.empty = 0;
                 op == opcode::TEXT
             }
         };
+        if len == 0 {
+            self.empty = self.empty.saturating_add(1);
+            if self.empty > self.max_empty {
+                return Err(WsError::TooManyEmptyFragments);
+            }
+        }
         let start = self.msg.len();
         self.msg.extend_from_slice(payload);
         let fresh = self.msg.get_mut(start..).unwrap_or_default();
@@ -704,6 +744,7 @@ impl Decoder {
         }
         self.state = State::Idle;
         self.utf8 = Utf8::START;
+        self.empty = 0;
     }
 
     /// Heap bytes the decoder holds for messages: the capacity of its message buffer, not
@@ -1270,6 +1311,106 @@ mod tests {
             Decoder::new(64).decode(&f[..2]),
             Err(WsError::Protocol("control frame over 125 bytes"))
         );
+    }
+
+    #[test]
+    fn empty_fragments_are_bounded_per_message() {
+        // A message of `n` frames, all empty but a final one holding `tail`.
+        let msg = |n: usize, tail: &[u8]| -> Vec<u8> {
+            let mut v = cf(opcode::TEXT, n == 1, if n == 1 { tail } else { b"" });
+            for i in 1..n {
+                let last = i == n - 1;
+                v.extend(cf(
+                    opcode::CONTINUATION,
+                    last,
+                    if last { tail } else { b"" },
+                ));
+            }
+            v
+        };
+        // 16 by default: 16 empty frames (the final one too) pass, a 17th does not.
+        let (seen, e) = run_chunked(&msg(16, b""), 1, 1024);
+        assert_eq!((seen, e), (vec![Seen::Msg(true, vec![])], None));
+        let (seen, e) = run_chunked(&msg(17, b"x"), 7, 1024);
+        assert_eq!((seen, e), (vec![Seen::Msg(true, b"x".to_vec())], None));
+        let e = err_of(&msg(17, b""));
+        assert_eq!((e, e.close_code()), (WsError::TooManyEmptyFragments, 1008));
+        // Refused at the 17th frame, never reading further: an endless stream of them
+        // costs 17 frames of work.
+        let endless: Vec<u8> = cf(opcode::TEXT, false, b"")
+            .into_iter()
+            .chain((0..1000).flat_map(|_| cf(opcode::CONTINUATION, false, b"")))
+            .collect();
+        let mut d = Decoder::new(1024);
+        let mut at = 0;
+        let err = loop {
+            match d.decode(&endless[at..]) {
+                Ok((n, None)) if n > 0 => at += n,
+                Ok(other) => panic!("{other:?} at {at}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!((err, at), (WsError::TooManyEmptyFragments, 16 * 6));
+        // The count is per message: many messages of 16 empty frames each are fine, and
+        // non-empty fragments do not count.
+        let many = [msg(16, b""), msg(16, b"ab"), msg(16, b"")].concat();
+        let (seen, e) = run_chunked(&many, 5, 1024);
+        assert_eq!((seen.len(), e), (3, None));
+        let mut mixed = cf(opcode::TEXT, false, b"a");
+        for _ in 0..40 {
+            mixed.extend(cf(opcode::CONTINUATION, false, b"b"));
+        }
+        mixed.extend(cf(opcode::CONTINUATION, true, b""));
+        assert_eq!(run_chunked(&mixed, 3, 1024).1, None);
+        // Control frames between fragments do not count either.
+        let mut pinged = cf(opcode::TEXT, false, b"");
+        for _ in 0..20 {
+            pinged.extend(cf(opcode::PING, true, b""));
+        }
+        pinged.extend(cf(opcode::CONTINUATION, true, b"z"));
+        assert_eq!(run_chunked(&pinged, 64, 1024).1, None);
+    }
+
+    #[test]
+    fn the_empty_fragment_limit_is_a_parameter() {
+        let run = |max_empty: u16, input: &[u8]| {
+            let mut d = Decoder::new(1024).with_max_empty_fragments(max_empty);
+            let mut at = 0;
+            loop {
+                match d.decode(&input[at..]) {
+                    Ok((0, None)) => return Ok(at),
+                    Ok((n, ev)) => {
+                        at += n;
+                        if ev.is_some() {
+                            d.consume_message();
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let three = [
+            cf(opcode::TEXT, false, b""),
+            cf(opcode::CONTINUATION, false, b""),
+            cf(opcode::CONTINUATION, true, b""),
+        ]
+        .concat();
+        assert_eq!(run(3, &three), Ok(three.len()));
+        assert_eq!(run(2, &three), Err(WsError::TooManyEmptyFragments));
+        // An unfragmented empty message is one empty frame.
+        assert_eq!(run(1, &cf(opcode::TEXT, true, b"")), Ok(6));
+        assert_eq!(
+            run(0, &cf(opcode::BINARY, true, b"")),
+            Err(WsError::TooManyEmptyFragments)
+        );
+        // A large limit is a large limit.
+        let mut lots = cf(opcode::TEXT, false, b"");
+        for _ in 0..999 {
+            lots.extend(cf(opcode::CONTINUATION, false, b""));
+        }
+        lots.extend(cf(opcode::CONTINUATION, true, b"."));
+        assert_eq!(run(1000, &lots), Ok(lots.len()));
+        assert_eq!(run(999, &lots), Err(WsError::TooManyEmptyFragments));
     }
 
     #[test]

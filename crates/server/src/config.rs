@@ -112,8 +112,16 @@ pub struct Cli {
     /// Seconds between server pings; no pong by the next ping closes the socket; 0 turns pings off [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub ws_ping_interval_s: Option<u32>,
-    /// Origins allowed to open a WebSocket, comma-separated; empty allows any [default: empty].
+    /// Empty (zero-payload) frames one WebSocket message may have; more closes with 1008 [default: 16].
+    #[arg(long)]
+    pub ws_max_empty_fragments: Option<u16>,
+    /// Origins whose pages may open a WebSocket or SSE stream or POST /pub, comma-separated;
+    /// others get 403, requests without Origin (non-browser clients) are allowed; empty
+    /// allows any [default: empty].
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Deprecated alias of --allowed-origins (logs a warning).
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',', hide = true)]
     pub ws_allowed_origins: Vec<String>,
     /// Seconds between heartbeat comments on an idle SSE stream; 0 turns them off [default: 15].
     #[arg(long, value_name = "SECONDS")]
@@ -124,8 +132,11 @@ pub struct Cli {
     /// SSE retry: advice during a reconnect storm [default: 15000].
     #[arg(long, value_name = "MS")]
     pub sse_storm_retry_ms: Option<u64>,
-    /// Accepts per second on one shard that make a reconnect storm [default: 2000].
+    /// SSE streams opened per second on one shard that make a reconnect storm [default: 2000].
     #[arg(long)]
+    pub sse_storm_streams_per_s: Option<u32>,
+    /// Deprecated alias of --sse-storm-streams-per-s (logs a warning).
+    #[arg(long, hide = true)]
     pub sse_storm_accepts_per_s: Option<u32>,
     /// Messages kept per channel for resume; 0 turns history off [default: 64].
     #[arg(long)]
@@ -184,10 +195,15 @@ pub struct FileConfig {
     http_head_timeout_ms: Option<u64>,
     ws_max_message_bytes: Option<usize>,
     ws_ping_interval_s: Option<u32>,
+    ws_max_empty_fragments: Option<u16>,
+    allowed_origins: Option<Vec<String>>,
+    /// Deprecated alias of `allowed_origins`.
     ws_allowed_origins: Option<Vec<String>>,
     sse_heartbeat_s: Option<u32>,
     sse_retry_ms: Option<u64>,
     sse_storm_retry_ms: Option<u64>,
+    sse_storm_streams_per_s: Option<u32>,
+    /// Deprecated alias of `sse_storm_streams_per_s`.
     sse_storm_accepts_per_s: Option<u32>,
     history_size: Option<usize>,
     history_ttl_s: Option<u32>,
@@ -219,6 +235,8 @@ pub struct Settings {
     pub log: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Deprecated options in use, one sentence each, for the log once it is set up.
+    pub warnings: Vec<String>,
 }
 
 /// How log lines are written.
@@ -301,6 +319,55 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             cli.$key.or(file.$key).unwrap_or($default)
         };
     }
+    let mut warnings = Vec::new();
+    // `allowed_origins` applies to every HTTP front-end; it was `ws_allowed_origins` when
+    // it applied to WebSocket only. The old name still works (the new one wins) and says so.
+    if !cli.ws_allowed_origins.is_empty() {
+        warnings.push(
+            "--ws-allowed-origins is deprecated: use --allowed-origins (it now also applies \
+             to SSE and POST /pub)"
+                .to_string(),
+        );
+    }
+    if file.ws_allowed_origins.is_some() {
+        warnings.push(
+            "config key ws_allowed_origins is deprecated: use allowed_origins (it now also \
+             applies to SSE and POST /pub)"
+                .to_string(),
+        );
+    }
+    let allowed_origins = [
+        Some(cli.allowed_origins).filter(|v| !v.is_empty()),
+        Some(cli.ws_allowed_origins).filter(|v| !v.is_empty()),
+        file.allowed_origins,
+        file.ws_allowed_origins,
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .unwrap_or_default();
+    // The storm threshold counted accepted connections and was `sse_storm_accepts_per_s`;
+    // it counts SSE streams now, and the old name still sets it.
+    if cli.sse_storm_accepts_per_s.is_some() {
+        warnings.push(
+            "--sse-storm-accepts-per-s is deprecated: use --sse-storm-streams-per-s (the \
+             storm threshold counts SSE streams opened, not accepted connections)"
+                .to_string(),
+        );
+    }
+    if file.sse_storm_accepts_per_s.is_some() {
+        warnings.push(
+            "config key sse_storm_accepts_per_s is deprecated: use sse_storm_streams_per_s \
+             (the storm threshold counts SSE streams opened, not accepted connections)"
+                .to_string(),
+        );
+    }
+    let storm_streams_per_s = cli
+        .sse_storm_streams_per_s
+        .or(cli.sse_storm_accepts_per_s)
+        .or(file.sse_storm_streams_per_s)
+        .or(file.sse_storm_accepts_per_s)
+        .unwrap_or(d.sse.storm_streams_per_s);
     let max_bulk_len = cli
         .max_bulk_len
         .or(file.max_bulk_len)
@@ -384,17 +451,13 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         ws: corecast_broker::config::WsConfig {
             max_message_bytes: pick!(ws_max_message_bytes, d.ws.max_message_bytes),
             ping_interval_s: pick!(ws_ping_interval_s, d.ws.ping_interval_s),
-            allowed_origins: if cli.ws_allowed_origins.is_empty() {
-                file.ws_allowed_origins.unwrap_or_default()
-            } else {
-                cli.ws_allowed_origins
-            },
+            max_empty_fragments: pick!(ws_max_empty_fragments, d.ws.max_empty_fragments),
         },
         sse: corecast_broker::config::SseConfig {
             heartbeat_s: pick!(sse_heartbeat_s, d.sse.heartbeat_s),
             retry_ms: pick!(sse_retry_ms, d.sse.retry_ms),
             storm_retry_ms: pick!(sse_storm_retry_ms, d.sse.storm_retry_ms),
-            storm_accepts_per_s: pick!(sse_storm_accepts_per_s, d.sse.storm_accepts_per_s),
+            storm_streams_per_s,
         },
         history: corecast_broker::config::HistoryConfig {
             size: pick!(history_size, d.history.size),
@@ -402,6 +465,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             max_bytes: pick!(history_max_bytes, d.history.max_bytes),
             channel_max_bytes: pick!(history_channel_max_bytes, d.history.channel_max_bytes),
         },
+        allowed_origins,
     };
     validate(&broker)?;
     let log_format = match cli.log_format.or(file.log_format).as_deref() {
@@ -418,6 +482,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         broker,
         log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
         log_format,
+        warnings,
     })
 }
 
@@ -544,6 +609,12 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     if b.ws.max_message_bytes < 128 {
         return Err(bad("ws_max_message_bytes", "must be at least 128"));
     }
+    if b.ws.max_empty_fragments == 0 {
+        return Err(bad(
+            "ws_max_empty_fragments",
+            "must be at least 1 (an empty message is one empty frame)",
+        ));
+    }
     if b.sse.retry_ms == 0 || b.sse.storm_retry_ms < b.sse.retry_ms {
         return Err(bad(
             "sse_storm_retry_ms",
@@ -640,6 +711,118 @@ mod tests {
             let e = listener_table(&[bad.to_string()], None, None).unwrap_err();
             assert!(e.0.contains("listen"), "{e}");
         }
+    }
+
+    #[test]
+    fn allowed_origins_has_a_deprecated_alias_that_warns() {
+        let dir = std::env::temp_dir().join(format!("corecast-origins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |text: &str| {
+            let path = dir.join(format!("c{}.toml", text.len()));
+            std::fs::write(&path, format!("shards = 1\n{text}")).unwrap();
+            Some(path)
+        };
+        let origins = |s: &Settings| s.broker.allowed_origins.clone();
+        let one = |o: &str| vec![o.to_string()];
+        // The new name, on the command line or in the file: no warning.
+        let s = resolve(Cli {
+            allowed_origins: one("https://a"),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!((origins(&s), s.warnings.len()), (one("https://a"), 0));
+        let s = resolve(Cli {
+            config: file("allowed_origins = [\"https://f\"]\n"),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!((origins(&s), s.warnings.len()), (one("https://f"), 0));
+        // The old name still works, and warns.
+        let s = resolve(Cli {
+            ws_allowed_origins: one("https://old"),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(origins(&s), one("https://old"));
+        assert!(
+            s.warnings.len() == 1 && s.warnings[0].contains("--ws-allowed-origins is deprecated"),
+            "{:?}",
+            s.warnings
+        );
+        let s = resolve(Cli {
+            config: file("ws_allowed_origins = [\"https://old-file\"]\n"),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(origins(&s), one("https://old-file"));
+        assert!(s.warnings[0].contains("ws_allowed_origins is deprecated"));
+        // Both: the command line wins over the file, and at each the new name over the old.
+        let s = resolve(Cli {
+            config: file(
+                "allowed_origins = [\"https://new-file\"]\nws_allowed_origins = [\"https://x\"]\n",
+            ),
+            ws_allowed_origins: one("https://old"),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(origins(&s), one("https://old"));
+        assert_eq!(s.warnings.len(), 2);
+        let s = resolve(Cli {
+            config: file("ws_allowed_origins = [\"https://x\"]\n"),
+            allowed_origins: one("https://new"),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(origins(&s), one("https://new"));
+        // The old flag is not in --help (the example config follows --help).
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--allowed-origins") && !help.contains("--ws-allowed-origins"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sse_storm_streams_per_s_has_a_deprecated_alias_that_warns() {
+        let s = resolve(Cli {
+            sse_storm_streams_per_s: Some(50),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (s.broker.sse.storm_streams_per_s, s.warnings.len()),
+            (50, 0)
+        );
+        let s = resolve(Cli {
+            sse_storm_accepts_per_s: Some(60),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(s.broker.sse.storm_streams_per_s, 60);
+        assert!(
+            s.warnings.len() == 1
+                && s.warnings[0].contains("--sse-storm-accepts-per-s is deprecated"),
+            "{:?}",
+            s.warnings
+        );
+        let s = resolve(Cli {
+            sse_storm_accepts_per_s: Some(60),
+            sse_storm_streams_per_s: Some(70),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(s.broker.sse.storm_streams_per_s, 70, "the new name wins");
+        assert_eq!(
+            resolve(Cli::default())
+                .unwrap()
+                .broker
+                .sse
+                .storm_streams_per_s,
+            2000
+        );
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--sse-storm-streams-per-s"));
+        assert!(!help.contains("--sse-storm-accepts-per-s"));
     }
 
     #[test]

@@ -42,6 +42,9 @@ fn main() -> ExitCode {
             )
             .init(),
     }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     match run(cli, settings, log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -109,6 +112,9 @@ fn reload(
             return;
         }
     };
+    for warning in &settings.warnings {
+        tracing::warn!("reload: {warning}");
+    }
     let report = running.reload(&settings.broker);
     let mut changed = report.applied;
     if settings.log != *log {

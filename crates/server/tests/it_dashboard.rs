@@ -65,6 +65,32 @@ fn dashboard_is_one_self_contained_page_and_head_has_no_body() {
         Some("text/html; charset=utf-8")
     );
     assert_eq!(header(head, "cache-control"), Some("no-store"));
+    // Security headers: no sniffing, no framing, and a policy that allows the page's own
+    // inline script (by hash) and fetches to its own origin, nothing else.
+    assert_eq!(header(head, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(head, "x-frame-options"), Some("DENY"));
+    let csp = header(head, "content-security-policy").expect("a Content-Security-Policy");
+    for directive in [
+        "default-src 'none'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+    ] {
+        assert!(
+            csp.contains(directive),
+            "{directive:?} missing from {csp:?}"
+        );
+    }
+    let script = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src "))
+        .expect("script-src");
+    assert!(
+        script.starts_with("script-src 'sha256-") && !script.contains("unsafe"),
+        "{script}"
+    );
     let len: usize = header(head, "content-length")
         .and_then(|v| v.parse().ok())
         .expect("Content-Length");
@@ -89,7 +115,14 @@ fn dashboard_is_one_self_contained_page_and_head_has_no_body() {
     let got = exchange_raw(server.http, "HEAD", close);
     let (head_only, rest) = got.split_once("\r\n\r\n").expect("a response head");
     assert!(head_only.starts_with("HTTP/1.1 200 OK\r\n"), "{head_only}");
-    for h in ["content-type", "cache-control", "content-length"] {
+    for h in [
+        "content-type",
+        "cache-control",
+        "content-length",
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+    ] {
         assert_eq!(header(head_only, h), header(head, h), "{h}");
     }
     assert!(
@@ -692,8 +725,19 @@ fn dashboard_in_headless_chromium_charts_a_live_load() {
     let found = problems(&cdp.events, &origin);
     assert!(
         found.is_empty(),
-        "the page had problems:\n{}",
+        "the page had problems (a Content-Security-Policy violation is a console error):\n{}",
         found.join("\n")
+    );
+    // The policy is enforced: a script injected into the page (as an XSS would) does not
+    // run, while the page's own script above did.
+    let ran = cdp.eval(
+        "(() => { const s = document.createElement('script'); \
+         s.textContent = 'window.__injected = 1'; document.body.appendChild(s); \
+         return window.__injected === 1; })()",
+    );
+    assert_eq!(
+        ran, false,
+        "an injected inline script ran: no or a too loose CSP"
     );
 
     // The whole page, at a laptop's width.

@@ -17,6 +17,7 @@ use support::{
 const PROTOCOL_ERROR: u16 = 1002;
 const INVALID_PAYLOAD: u16 = 1007;
 const TOO_BIG: u16 = 1009;
+const POLICY: u16 = 1008;
 
 /// One masked client frame.
 fn cf(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
@@ -288,6 +289,53 @@ fn fragments_summing_over_the_limit_close_1009() {
     assert_still_serving(&mut server);
 }
 
+#[test]
+fn endless_empty_continuations_close_1008_and_a_few_are_fine() {
+    let mut server = Server::start(2, &[]);
+    // An opening empty frame, then empty continuations without end: refused at the 17th
+    // empty frame (the default limit is 16), not after the client tires.
+    let mut flood = cf(opcode::TEXT, false, b"");
+    for _ in 0..10_000 {
+        flood.extend(cf(opcode::CONTINUATION, false, b""));
+    }
+    let reason = closes_with(&mut server, &flood, POLICY);
+    assert!(reason.contains("empty fragments"), "{reason}");
+    wait_protocol_errors(&server, 1);
+    // Sixteen empty frames (the final one holding the request) are a normal message.
+    let mut ws = WsClient::connect(server.http);
+    let mut ok = cf(opcode::TEXT, false, b"");
+    for _ in 0..14 {
+        ok.extend(cf(opcode::CONTINUATION, false, b""));
+    }
+    ok.extend(cf(opcode::CONTINUATION, false, br#"{"op":"ping","id":7}"#));
+    ok.extend(cf(opcode::CONTINUATION, true, b""));
+    assert!(ws.send_raw(&ok));
+    assert_eq!(ws.json(), serde_json::json!({"op": "pong", "id": 7}));
+}
+
+#[test]
+fn the_empty_fragment_limit_is_an_option() {
+    let mut server = Server::start(1, &["--ws-max-empty-fragments", "2"]);
+    let three = frames(&[
+        (opcode::TEXT, false, b""),
+        (opcode::CONTINUATION, false, b""),
+        (opcode::CONTINUATION, true, b""),
+    ]);
+    let _ = closes_with(&mut server, &three, POLICY);
+    // The count is per message: two empty frames in each of several messages are fine.
+    let mut ws = WsClient::connect(server.http);
+    for id in 0..3 {
+        let ping = format!(r#"{{"op":"ping","id":{id}}}"#);
+        assert!(ws.send_raw(&frames(&[
+            (opcode::TEXT, false, b""),
+            (opcode::CONTINUATION, false, b""),
+            (opcode::CONTINUATION, true, ping.as_bytes()),
+        ])));
+        assert_eq!(ws.json()["id"], id);
+    }
+    wait_protocol_errors(&server, 1);
+}
+
 // ----- control frames -----
 
 #[test]
@@ -523,10 +571,7 @@ fn accept_key_is_the_rfc_value_and_no_extension_or_subprotocol_is_chosen() {
 fn allowed_origins_admit_only_those_listed() {
     let server = Server::start(
         2,
-        &[
-            "--ws-allowed-origins",
-            "https://a.example,https://b.example",
-        ],
+        &["--allowed-origins", "https://a.example,https://b.example"],
     );
     let mut ws = WsClient::upgrade(
         HttpConn::connect(server.http),
@@ -546,6 +591,10 @@ fn allowed_origins_admit_only_those_listed() {
         "Origin: https://a.example\r\n",
     );
     ws.sub("origin", 2);
+    // A client that sends no Origin is not a browser (browsers always send it on a
+    // handshake): no page can drive it, so it is let in.
+    let mut ws = WsClient::upgrade(HttpConn::connect(server.http), "");
+    ws.sub("origin", 3);
 }
 
 // ----- server pings -----

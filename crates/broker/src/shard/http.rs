@@ -5,10 +5,14 @@
 //! draws `/stats` over time).
 
 use bytes::Bytes;
+use std::sync::OnceLock;
+
+use base64::Engine;
 use corecast_proto::http::{
-    body_framing, parse_head, response_head, response_with, BodyDecoder, BodyFraming, Limits,
-    RequestHead,
+    body_framing, expects_continue, parse_head, response_head_with, response_with, BodyDecoder,
+    BodyFraming, Limits, RequestHead, CONTINUE,
 };
+use sha2::{Digest, Sha256};
 
 use super::admit::Refusal;
 use super::Shard;
@@ -82,6 +86,55 @@ fn publish_response(receivers: i64, pos: Position, keep_alive: bool) -> Vec<u8> 
         keep_alive,
     );
     out
+}
+
+/// The dashboard page, built into the binary.
+const DASHBOARD: &[u8] = include_bytes!("../dashboard.html");
+
+/// The dashboard's `Content-Security-Policy` header line, computed once from the page.
+///
+/// The page is one file with an inline script and inline styles, and talks only to `stats`
+/// on its own origin, so it needs nothing else: no other script runs (only the page's own
+/// scripts, by the SHA-256 of each, so an injected `<script>` or `onclick=` does not),
+/// styles may be inline (the page writes `style=` attributes; CSS cannot run code),
+/// images only from `data:` (the empty favicon), fetches only to the page's origin
+/// (`'self'`, which behind a proxy prefix is the proxy's), no `<base>`, no form posts,
+/// and no framing by any page (`frame-ancestors 'none'`, clickjacking). The hashes are
+/// computed from the page itself, so editing the script cannot leave a stale one.
+fn dashboard_csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| csp_for(DASHBOARD))
+}
+
+/// The policy of [`dashboard_csp`] for `page`: one `'sha256-...'` source per inline
+/// `<script>` element.
+fn csp_for(page: &[u8]) -> String {
+    let mut scripts = String::new();
+    let mut rest = page;
+    while let Some(open) = find(rest, b"<script") {
+        let after = &rest[open..];
+        let (Some(gt), Some(close)) = (find(after, b">"), find(after, b"</script>")) else {
+            break;
+        };
+        if let Some(body) = after.get(gt + 1..close) {
+            let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
+            scripts.push_str(&format!(" 'sha256-{hash}'"));
+        }
+        rest = &after[close..];
+    }
+    if scripts.is_empty() {
+        scripts.push_str(" 'none'");
+    }
+    format!(
+        "Content-Security-Policy: default-src 'none'; script-src{scripts}; \
+         style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// Position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether a `Content-Type` value names JSON (`application/json`, `application/*+json`).
@@ -169,11 +222,12 @@ impl Shard {
         }
         let mut out = Vec::new();
         if head_only {
-            response_head(
+            response_head_with(
                 &mut out,
                 a.status,
                 a.reason,
                 a.content_type,
+                a.extra,
                 a.body.len(),
                 keep_alive,
             );
@@ -218,18 +272,27 @@ impl Shard {
             "HEAD" => (true, true),
             _ => (false, false),
         };
+        // An expectation we cannot meet is refused before anything else (417); the body a
+        // client may send anyway after it is never read, since the connection closes.
+        if let Err(e) = expects_continue(&head) {
+            let body = format!("{e}\n");
+            return self.http_fail(key, e.status(), e.reason(), body.as_bytes());
+        }
+        let dashboard_extra = [dashboard_csp(), "X-Frame-Options: DENY"];
         let answer = match head.path.as_str() {
             "/pub" if method == "POST" => return self.http_publish(key, &head),
             "/ws" if method == "GET" => return self.ws_upgrade(key, &head),
             "/sse" if method == "GET" => return self.sse_start(key, &head),
             "/healthz" if get => Answer::text(200, "OK", "ok\n"),
-            // Every answer carries `Cache-Control: no-store` (see `response_with`).
+            // Every answer carries `Cache-Control: no-store` and `X-Content-Type-Options:
+            // nosniff` (see `response_with`); the page adds its policy and refuses frames
+            // (`X-Frame-Options` for browsers that predate `frame-ancestors`).
             "/dashboard" if get => Answer {
                 status: 200,
                 reason: "OK",
                 content_type: "text/html; charset=utf-8",
-                extra: &[],
-                body: Bytes::from_static(include_bytes!("../dashboard.html")),
+                extra: &dashboard_extra,
+                body: Bytes::from_static(DASHBOARD),
             },
             "/stats" if get => Answer {
                 status: 200,
@@ -264,6 +327,11 @@ impl Shard {
 
     /// `POST /pub?ch=NAME`: reads the body (see `http_body`), then publishes it.
     fn http_publish(&mut self, key: usize, head: &RequestHead) {
+        // A page of another site may post here from a visitor's browser (a `text/plain`
+        // form or fetch needs no preflight): with an allow-list, its Origin gives it away.
+        if !self.origin_allowed(head) {
+            return self.refuse_origin(key);
+        }
         let channel = corecast_proto::http::query_params(&head.query)
             .find(|(k, _)| k.as_ref() == b"ch")
             .map(|(_, v)| v.into_owned());
@@ -288,6 +356,16 @@ impl Shard {
                 return self.http_fail(key, e.status(), e.reason(), body.as_bytes());
             }
         };
+        // The body is wanted (its channel is valid and its announced length fits), so a
+        // client waiting on `Expect: 100-continue` is told to send it now instead of after
+        // its own timeout (curl waits 1 s). A refusal above went out as the final answer
+        // with no 100 first (RFC 9110 10.1.1), and a body that is already here makes the 100
+        // harmless (clients skip 1xx answers).
+        let has_body = !matches!(framing, BodyFraming::Empty | BodyFraming::Length(0));
+        if has_body && expects_continue(head) == Ok(true) {
+            self.conns[key].out.reply(CONTINUE);
+            self.mark_urgent(key);
+        }
         let json = head.header("content-type").is_some_and(is_json_type);
         let pending = PendingBody {
             decoder: BodyDecoder::new(framing, self.cfg.http.max_body_bytes),
@@ -365,19 +443,36 @@ impl Shard {
         (used, true)
     }
 
-    /// Whether a browser page from `origin` may open a stream or socket here.
+    /// Whether the request may use a front-end (WebSocket, SSE, `POST /pub`) under
+    /// `allowed_origins`: any request when the list is empty; else one whose `Origin` is
+    /// on the list, or one with no `Origin` at all. Browsers always send `Origin` on a
+    /// WebSocket handshake and on cross-origin fetches, EventSource and form posts, so a
+    /// request without one comes from a non-browser client (a service, curl), which no
+    /// other site's page can drive; refusing it would only break those clients.
     pub(super) fn origin_allowed(&self, head: &RequestHead) -> bool {
-        let allowed = &self.cfg.ws.allowed_origins;
+        let allowed = &self.cfg.allowed_origins;
         if allowed.is_empty() {
             return true;
         }
         let Some(origin) = head.header("origin") else {
-            return false;
+            return true;
         };
         let origin = String::from_utf8_lossy(origin);
         allowed
             .iter()
             .any(|a| a.eq_ignore_ascii_case(origin.trim()))
+    }
+
+    /// Refuses a request whose `Origin` is not in `allowed_origins`: 403 with the reason,
+    /// then close (counted in `origin_refusals` and `http_errors`).
+    pub(super) fn refuse_origin(&mut self, key: usize) {
+        self.counters.origin_refusals += 1;
+        self.http_fail(
+            key,
+            403,
+            "Forbidden",
+            b"origin not allowed: this page's Origin is not in the broker's allowed_origins\n",
+        );
     }
 
     /// Whether one more long-lived connection (WebSocket, SSE) fits under
@@ -424,6 +519,39 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dashboard_policy_allows_exactly_its_inline_script() {
+        let page = b"<html><script>let a = 1;</script><p>x</p><script>b()</script></html>";
+        let csp = csp_for(page);
+        // echo -n 'let a = 1;' | openssl dgst -sha256 -binary | base64, and so for `b()`.
+        assert!(
+            csp.contains(
+                "script-src 'sha256-xY6QKfH9PRsQnLz56nj6MBwiK5oHg+im1Jkpdp1x/Ck=' \
+                 'sha256-cf242PFc/kb7xD0Qzhsmd9vvRkc+cWFmbi+k+YvtdKc=';"
+            ),
+            "{csp}"
+        );
+        assert_eq!(
+            csp_for(b"<p>no script</p>")
+                .matches("script-src 'none';")
+                .count(),
+            1
+        );
+        let real = dashboard_csp();
+        assert!(real.starts_with("Content-Security-Policy: default-src 'none'; "));
+        for directive in [
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "style-src 'unsafe-inline'",
+            "img-src data:",
+        ] {
+            assert!(real.contains(directive), "{real}");
+        }
+        // The page has one inline script, hence one hash; no CR or LF may split the header.
+        assert_eq!(real.matches("'sha256-").count(), 1, "{real}");
+        assert!(!real.contains(['\r', '\n']));
+    }
 
     #[test]
     fn json_content_types() {

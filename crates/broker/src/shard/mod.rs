@@ -180,8 +180,8 @@ pub struct Shard {
     storm: bool,
     /// Generation of the reloaded configuration this shard runs with (`reload.rs`).
     cfg_generation: u64,
-    /// `counters.accepted` at the last sweep.
-    accepted_at_sweep: u64,
+    /// `counters.sse_streams` at the last sweep.
+    sse_streams_at_sweep: u64,
     /// When the next once-a-second sweep runs.
     next_sweep_ns: u64,
     /// Connection keys of the sweep (kept to reuse the allocation).
@@ -252,7 +252,7 @@ impl Shard {
             replay_cache: None,
             storm: false,
             cfg_generation: 0,
-            accepted_at_sweep: 0,
+            sse_streams_at_sweep: 0,
             next_sweep_ns: 0,
             sweep_keys: Vec::new(),
             cfg,

@@ -40,6 +40,10 @@ impl Shard {
     /// `GET /sse`: answers with the stream's head and `retry:` advice, then joins every
     /// channel (resuming from `Last-Event-ID` when it parses for these channels).
     pub(super) fn sse_start(&mut self, key: usize, head: &RequestHead) {
+        // EventSource sends Origin on a cross-origin stream: refused as a WebSocket is (403).
+        if !self.origin_allowed(head) {
+            return self.refuse_origin(key);
+        }
         let mut names: Vec<Name> = Vec::new();
         for (k, v) in query_params(&head.query) {
             if k.as_ref() != b"ch" {
@@ -63,9 +67,6 @@ impl Shard {
                 return self.refuse_name(key, r);
             }
         }
-        if !self.origin_allowed(head) {
-            return self.sse_refuse(key, b"origin not allowed\n");
-        }
         if !self.upgrade_fits() {
             return self.refuse_full(key);
         }
@@ -74,15 +75,19 @@ impl Shard {
             .header("last-event-id")
             .and_then(|id| corecast_proto::sse::parse_positions(id.trim_ascii(), names.len()));
         let mut out = Vec::new();
-        let allow_origin = if self.cfg.ws.allowed_origins.is_empty() {
-            "Access-Control-Allow-Origin: *".to_string()
-        } else {
-            format!(
-                "Access-Control-Allow-Origin: {}",
-                String::from_utf8_lossy(head.header("origin").unwrap_or_default())
-            )
+        // With a list, the (allowed) origin is echoed, and `Vary` tells caches the answer
+        // depends on it; a request without Origin (not a browser) needs no CORS header.
+        let origin = head.header("origin").map(String::from_utf8_lossy);
+        let cors: Vec<String> = match (self.cfg.allowed_origins.is_empty(), origin) {
+            (true, _) => vec!["Access-Control-Allow-Origin: *".into()],
+            (false, Some(o)) => vec![
+                format!("Access-Control-Allow-Origin: {}", o.trim()),
+                "Vary: Origin".into(),
+            ],
+            (false, None) => Vec::new(),
         };
-        stream_head(&mut out, "text/event-stream", &[&allow_origin]);
+        let cors: Vec<&str> = cors.iter().map(String::as_str).collect();
+        stream_head(&mut out, "text/event-stream", &cors);
         let retry_ms = self.retry_advice(key);
         corecast_proto::sse::retry(&mut out, retry_ms);
         let channels: Box<[SseChannel]> = names

@@ -1,6 +1,6 @@
 //! Once-a-second work over every connection and owned channel: HTTP head deadlines
 //! (slowloris), WebSocket pings and their deadline, SSE heartbeats and `retry:` advice, the
-//! reconnect-storm detector, and history expiry and budget. One walk a second of a slab of
+//! reconnect-storm detector (SSE streams opened per second), and history expiry and budget. One walk a second of a slab of
 //! tens of thousands of connections costs well under a millisecond, and needs no timer per
 //! connection.
 
@@ -29,17 +29,23 @@ impl Shard {
         self.counters.history_bytes = self.owned.history_bytes() as u64;
     }
 
-    /// A storm is an accept rate above `sse.storm_accepts_per_s` over the last sweep period;
-    /// it ends with the first period below it.
+    /// A storm is a rate of SSE streams opened above `sse.storm_streams_per_s` over the
+    /// last sweep period; it ends with the first period below it.
+    ///
+    /// Streams, not TCP accepts: the advice is for EventSource clients coming back, and
+    /// accepts count anyone's connections. A few thousand plain connect-and-close per
+    /// second, from any client and needing no valid request, used to flip every stream's
+    /// advice to the storm value; a stream only counts once its request was valid and it
+    /// holds a connection slot, which is what a reconnect wave of EventSource clients is.
     fn detect_storm(&mut self, elapsed_ns: u64) {
-        let accepted = self.counters.accepted - self.accepted_at_sweep;
-        self.accepted_at_sweep = self.counters.accepted;
-        let per_s = accepted.saturating_mul(1_000_000_000) / elapsed_ns.max(1);
-        let storm = per_s > u64::from(self.cfg.sse.storm_accepts_per_s);
+        let opened = self.counters.sse_streams - self.sse_streams_at_sweep;
+        self.sse_streams_at_sweep = self.counters.sse_streams;
+        let per_s = opened.saturating_mul(1_000_000_000) / elapsed_ns.max(1);
+        let storm = per_s > u64::from(self.cfg.sse.storm_streams_per_s);
         if storm != self.storm {
             tracing::info!(
                 shard = self.id,
-                accepts_per_s = per_s,
+                sse_streams_per_s = per_s,
                 storm,
                 "reconnect storm {}",
                 if storm {

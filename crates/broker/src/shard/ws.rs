@@ -52,22 +52,7 @@ impl Shard {
             }
         };
         if !self.origin_allowed(head) {
-            self.counters.http_errors += 1;
-            let mut out = Vec::new();
-            corecast_proto::http::response_with(
-                &mut out,
-                403,
-                "Forbidden",
-                "text/plain",
-                &[],
-                b"origin not allowed\n",
-                false,
-            );
-            let conn = &mut self.conns[key];
-            conn.out.reply(&out);
-            conn.life = Life::CloseAfterFlush;
-            self.mark_dirty(key);
-            return;
+            return self.refuse_origin(key);
         }
         if !self.upgrade_fits() {
             return self.refuse_full(key);
@@ -79,7 +64,8 @@ impl Shard {
         conn.out.reply(&out);
         conn.format = Format::WsJson;
         conn.session = Session::Ws(Box::new(WsSession {
-            decoder: Decoder::new(self.cfg.ws.max_message_bytes),
+            decoder: Decoder::new(self.cfg.ws.max_message_bytes)
+                .with_max_empty_fragments(self.cfg.ws.max_empty_fragments),
             subs: Default::default(),
             joining: Vec::new(),
             next_ping_ns: self.now_ns + interval_ns,

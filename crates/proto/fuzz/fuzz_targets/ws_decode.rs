@@ -21,7 +21,7 @@ fn run(data: &[u8], step: usize, max: usize) -> (Vec<Seen>, Option<WsError>) {
             match d.decode(&buf) {
                 Err(e) => {
                     // The error is one the caller can close with.
-                    assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
+                    assert!(matches!(e.close_code(), 1002 | 1007 | 1008 | 1009));
                     return (seen, Some(e));
                 }
                 Ok((n, ev)) => {
