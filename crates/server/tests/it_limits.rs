@@ -405,7 +405,9 @@ fn a_burst_of_costly_publishes_does_not_hold_the_shard() {
     }
     let channel = vec![b'a'; 1024];
     let mut p = RespConn::connect(server.resp);
+    let mut burst_time = Duration::ZERO;
     let slowest_ping = slowest_ping_during(&server, || {
+        let started = std::time::Instant::now();
         let mut burst = Vec::new();
         for _ in 0..200 {
             burst.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$1024\r\n");
@@ -415,11 +417,14 @@ fn a_burst_of_costly_publishes_does_not_hold_the_shard() {
         p.send(&burst);
         let replies = p.read_replies(200);
         assert_eq!(replies, b":0\r\n".repeat(200));
+        burst_time = started.elapsed();
     });
+    // Without the turn budget a PING waits for the whole burst. The bound is relative to the
+    // burst, since this machine's load (and the unoptimised test build) moves both.
     assert!(
-        slowest_ping < Duration::from_millis(50),
-        "a PING waited {slowest_ping:?} behind the burst"
+        slowest_ping < burst_time / 4,
+        "a PING waited {slowest_ping:?} behind a burst of {burst_time:?}"
     );
     let turn = &server.stats()["total"]["latency_us"]["turn"];
-    eprintln!("turns during the burst: {turn}");
+    eprintln!("burst {burst_time:?}, slowest PING {slowest_ping:?}, turns: {turn}");
 }
