@@ -47,6 +47,14 @@ pub mod limits {
     /// never reaches it, while a pipelined burst of publishes each matched against a
     /// thousand costly patterns (5 ms apiece) held a shard for seconds without it.
     pub const TURN_INPUT_BUDGET_NS: u64 = 2_000_000;
+    /// Names of one (P|S)(UN)SUBSCRIBE handled per turn; the rest wait for the next turns
+    /// (the connection's later commands behind them). One SUBSCRIBE of 65,536 names held its
+    /// shard 120-192 ms; 512 names are about 1.5 ms.
+    pub const SUBSCRIPTIONS_PER_TURN: usize = 512;
+    /// Subscriptions of closed connections released per turn (the rest in later turns,
+    /// while the closed connection receives nothing): closing 30 connections holding 65,536
+    /// subscriptions each held both shards about 0.9 s.
+    pub const RELEASES_PER_TURN: usize = 2048;
     /// Incomplete input below which a connection is not closed to bring the shard back
     /// under `max_unparsed_bytes_per_shard` (unless its own input passed the budget): a
     /// packet's tail is normal, and connections holding less cost at most
@@ -174,16 +182,16 @@ pub struct BrokerConfig {
     /// a match under 4 words × 1024 bytes of channel name, 5.3 µs at worst here.
     pub max_pattern_bytes: usize,
     /// Distinct patterns across the process (each is replicated on every shard and matched
-    /// on every publish, so their count is a per-publish cost for everyone). 1024: a
+    /// on every publish, so their count is a per-publish cost for everyone). 256: a
     /// pattern with a literal head or tail (`news.*`, `*.tech`) rejects a channel in about
-    /// 10 ns, so 1024 of them cost a publish about 10 µs; the worst shape at the default
-    /// lengths (a 256-byte `*…*` middle against a 1024-byte channel) costs 5.3 µs each,
-    /// 5.4 ms a publish for 1024 of them (docs/operations.md). Checked on the subscribing
-    /// shard against its replica, so patterns added on several shards within one mesh hop
-    /// may pass it by that many.
+    /// 10 ns, so 256 of them cost a publish about 3 µs; the worst shape at the default
+    /// lengths (a 256-byte `*…*` middle against a 1024-byte channel) measured 5-6 µs each
+    /// in the server, 1.6 ms a publish for 256 of them (docs/operations.md). Checked on the
+    /// subscribing shard against its replica, so patterns added on several shards within
+    /// one mesh hop may pass it by that many.
     pub max_patterns: usize,
     /// Patterns one connection may hold, so one client cannot take the whole process's
-    /// `max_patterns`. 256.
+    /// `max_patterns`. 64.
     pub max_patterns_per_connection: usize,
     /// Bytes of channel tables one shard may hold: names, entries and subscriptions of its
     /// subscribers, and the channels it owns. Past it new subscriptions are refused (an error
@@ -374,8 +382,8 @@ impl Default for BrokerConfig {
             max_subscriptions: 65536,
             max_channel_bytes: 1024,
             max_pattern_bytes: 256,
-            max_patterns: 1024,
-            max_patterns_per_connection: 256,
+            max_patterns: 256,
+            max_patterns_per_connection: 64,
             max_channel_table_bytes: 128 << 20,
             max_unparsed_bytes_per_shard: 64 << 20,
             recv_buffers: 256,

@@ -99,13 +99,44 @@ pub struct Conn {
     /// Bytes of `inbuf` charged to the shard's `max_unparsed_bytes_per_shard` (an
     /// incomplete command; nothing while the broker itself pauses the input).
     pub input_charged: u32,
-    /// Replays being queued as the client drains them (see `paced.rs`).
-    pub paced: crate::paced::PacedReplays,
+    /// State few connections ever have (see [`ConnRare`]).
+    pub rare: Option<Box<ConnRare>>,
     /// The protocol's state (see `session.rs`).
     pub session: Session,
 }
 
+/// State few connections ever have, behind one pointer, so an idle connection pays eight
+/// bytes for all of it.
+#[derive(Default)]
+pub struct ConnRare {
+    /// Replays being queued as the client drains them (see `paced.rs`).
+    pub paced: Vec<crate::paced::PacedReplay>,
+    /// A (P|S)(UN)SUBSCRIBE with more names than one turn handles: the names still to do.
+    pub pending_subs: Option<crate::session::PendingSubs>,
+}
+
 impl Conn {
+    /// The connection's rare state, made on first need.
+    pub fn rare_mut(&mut self) -> &mut ConnRare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the rare state once nothing is left in it.
+    pub fn tidy_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.paced.is_empty() && r.pending_subs.is_none())
+        {
+            self.rare = None;
+        }
+    }
+
+    /// Whether a replay is being paced (checked on every send completion).
+    pub fn pacing(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.paced.is_empty())
+    }
+
     /// A fresh connection.
     pub fn new(fd: i32, gen: u32, session: Session) -> Self {
         Self {
@@ -125,7 +156,7 @@ impl Conn {
             query_inflight: false,
             peer_eof: false,
             input_charged: 0,
-            paced: None,
+            rare: None,
             session,
         }
     }

@@ -40,9 +40,6 @@ pub struct PacedReplay {
     after_bytes: usize,
 }
 
-/// The paced replays of one connection (none for almost every connection: one pointer).
-pub type PacedReplays = Option<Box<Vec<PacedReplay>>>;
-
 /// Queues `frame` for `conn`, with the `id:` line a multi-channel SSE stream needs before it
 /// (its positions, `channel`'s advanced to `pos`). False when the stream does not carry the
 /// channel (nothing is queued).
@@ -106,10 +103,10 @@ pub fn hold_behind_replay(
     frame: &LocalFrame,
     max_pending_bytes: usize,
 ) -> Behind {
-    let Some(paced) = conn.paced.as_mut() else {
+    let Some(rare) = conn.rare.as_mut() else {
         return Behind::NotPacing;
     };
-    let Some(p) = paced.iter_mut().find(|p| *p.channel == *channel) else {
+    let Some(p) = rare.paced.iter_mut().find(|p| *p.channel == *channel) else {
         return Behind::NotPacing;
     };
     let len = frame.bytes.len();
@@ -132,15 +129,13 @@ impl Sink<'_> {
         else {
             return;
         };
-        conn.paced
-            .get_or_insert_with(Default::default)
-            .push(PacedReplay {
-                channel,
-                list,
-                next: 0,
-                after: VecDeque::new(),
-                after_bytes: 0,
-            });
+        conn.rare_mut().paced.push(PacedReplay {
+            channel,
+            list,
+            next: 0,
+            after: VecDeque::new(),
+            after_bytes: 0,
+        });
         self.counters.paced_replays += 1;
         self.feed_paced(r.key as usize);
     }
@@ -153,12 +148,12 @@ impl Sink<'_> {
             return;
         };
         if conn.life != Life::Open {
-            conn.paced = None;
+            conn.rare = None;
             return;
         }
         let low_water = self.cfg.max_pending_bytes / 2;
         let mut queued_any = false;
-        while let Some(p) = conn.paced.as_mut().and_then(|v| v.first_mut()) {
+        while let Some(p) = conn.rare.as_mut().and_then(|r| r.paced.first_mut()) {
             if conn.out.queued_bytes() >= low_water && !conn.out.is_empty() {
                 break;
             }
@@ -182,13 +177,11 @@ impl Sink<'_> {
                 continue;
             }
             // The replay is out: what arrived meanwhile follows, then live as usual.
-            let Some(paced) = conn.paced.as_mut() else {
+            let Some(rare) = conn.rare.as_mut() else {
                 break;
             };
-            let done = paced.remove(0);
-            if paced.is_empty() {
-                conn.paced = None;
-            }
+            let done = rare.paced.remove(0);
+            conn.tidy_rare();
             for (pos, frame) in &done.after {
                 if push_delivery(conn, &done.channel, *pos, frame) {
                     self.counters.delivered += 1;

@@ -22,6 +22,8 @@ pub enum PauseReason {
     /// (`limits::TURN_INPUT_BUDGET_NS`): the rest waits for the next turn, so one client's
     /// costly requests (publishes matched against many patterns) cannot hold the shard.
     TurnBudget,
+    /// The connection's big (UN)SUBSCRIBE goes on in slices; its later commands wait.
+    Continuation,
 }
 
 /// Whether a connection must not parse more input now, and why; `congested` is one reading

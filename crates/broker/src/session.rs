@@ -173,6 +173,17 @@ impl RespSession {
     }
 }
 
+/// The rest of a (P|S)(UN)SUBSCRIBE with more names than one turn handles.
+#[derive(Debug)]
+pub struct PendingSubs {
+    /// Which kind of name.
+    pub kind: SubKind,
+    /// SUBSCRIBE (or UNSUBSCRIBE).
+    pub subscribe: bool,
+    /// The names still to do, in the command's order.
+    pub names: std::vec::IntoIter<Name>,
+}
+
 /// An HTTP/1.1 connection between requests, or inside one whose body is arriving.
 #[derive(Debug, Default)]
 pub struct HttpSession {
@@ -265,6 +276,16 @@ impl Session {
         match self {
             Self::Resp(_) => Protocol::Resp,
             Self::Http(_) | Self::Ws(_) | Self::Sse(_) => Protocol::Http,
+        }
+    }
+
+    /// How many subscriptions the session holds.
+    pub fn subscription_count(&self) -> usize {
+        match self {
+            Self::Resp(s) => s.subs.total(),
+            Self::Http(_) => 0,
+            Self::Ws(s) => s.subs.len(),
+            Self::Sse(s) => s.channels.len(),
         }
     }
 

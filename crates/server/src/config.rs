@@ -70,10 +70,10 @@ pub struct Cli {
     /// Longest PSUBSCRIBE pattern [default: 256].
     #[arg(long, value_name = "BYTES")]
     pub max_pattern_bytes: Option<usize>,
-    /// Distinct patterns across the process (each is matched on every publish) [default: 1024].
+    /// Distinct patterns across the process (each is matched on every publish) [default: 256].
     #[arg(long)]
     pub max_patterns: Option<usize>,
-    /// Patterns one connection may hold [default: 256].
+    /// Patterns one connection may hold [default: 64].
     #[arg(long)]
     pub max_patterns_per_connection: Option<usize>,
     /// Bytes of channel tables (names, entries, subscriptions) one shard may hold [default: 134217728].

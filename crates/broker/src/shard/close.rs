@@ -63,7 +63,7 @@ impl Shard {
         conn.life = Life::Closing;
         conn.stalled = false;
         conn.inbuf.clear();
-        conn.paced = None;
+        conn.rare = None;
         self.unparsed_bytes -= (conn.input_charged as usize).min(self.unparsed_bytes);
         conn.input_charged = 0;
         conn.out.clear();
@@ -73,7 +73,7 @@ impl Shard {
         }
         let fd = conn.fd;
         let quiescent = conn.quiescent();
-        self.drop_subscriptions(key);
+        self.release_subscriptions(key);
         if quiescent {
             self.maybe_finish(key);
         } else {

@@ -111,7 +111,6 @@ impl Shard {
         let mut share = || share(&msg, name.as_ref());
         self.send_out(&targets, msg, None, &mut share);
         if msg.ns == Ns::Plain && !self.patterns.is_empty() {
-            self.charge_work(self.patterns.entries.len() as u64);
             for i in 0..self.patterns.entries.len() {
                 let e = &self.patterns.entries[i];
                 if e.total == 0 || !e.glob.matches(msg.channel) {
@@ -125,6 +124,10 @@ impl Shard {
             }
         }
         self.targets = targets;
+        // Charged after the matching, so the turn's clock is read with this work done.
+        if msg.ns == Ns::Plain {
+            self.charge_work(self.patterns.entries.len() as u64);
+        }
         (count, pos)
     }
 

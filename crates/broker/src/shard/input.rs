@@ -220,7 +220,7 @@ impl Shard {
     /// and records a congestion pause so the shard re-checks congestion before it sleeps.
     pub(super) fn stall(&mut self, key: usize, reason: PauseReason) {
         self.congestion_paused |= reason == PauseReason::Congestion;
-        self.budget_paused |= reason == PauseReason::TurnBudget;
+        self.budget_paused |= matches!(reason, PauseReason::TurnBudget | PauseReason::Continuation);
         let conn = &mut self.conns[key];
         if !conn.stalled {
             conn.stalled = true;

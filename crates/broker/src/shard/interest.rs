@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::{PendingKind, Shard};
+use crate::config::limits::RELEASES_PER_TURN;
 use crate::msg::{Name, Ns, ShardMsg};
 use crate::session::SubKind;
 use crate::tables::ConnRef;
@@ -126,7 +127,45 @@ impl Shard {
         }
     }
 
-    /// Drops every subscription of a connection (close, RESET).
+    /// Drops every subscription of a closing connection: at once when it has few, otherwise
+    /// `RELEASES_PER_TURN` a turn (`release_some`). Meanwhile the connection, closing,
+    /// receives nothing, and a later connection in its slot has another generation, so the
+    /// deferred removals cannot touch it.
+    pub(super) fn release_subscriptions(&mut self, key: usize) {
+        if self.conns[key].session.subscription_count() <= RELEASES_PER_TURN / 8 {
+            return self.drop_subscriptions(key);
+        }
+        let who = self.conns[key].at(key);
+        let state = self.conns[key].session.take_subscriptions();
+        let mut list = Vec::with_capacity(state.total());
+        for kind in [SubKind::Channel, SubKind::ShardChannel, SubKind::Pattern] {
+            list.extend(state.set(kind).iter().map(|n| (kind, n.clone())));
+        }
+        self.releasing.push_back((who, list.into_iter()));
+    }
+
+    /// Releases up to `RELEASES_PER_TURN` subscriptions of closed connections (called once a
+    /// turn).
+    pub(super) fn release_some(&mut self) {
+        let mut budget = RELEASES_PER_TURN;
+        while budget > 0 {
+            let Some((who, names)) = self.releasing.front_mut() else {
+                break;
+            };
+            let who = *who;
+            match names.next() {
+                Some((kind, name)) => {
+                    self.unsubscribe_one(who, kind, &name);
+                    budget -= 1;
+                }
+                None => {
+                    self.releasing.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Drops every subscription of a connection at once (RESET, or a close with few).
     pub(super) fn drop_subscriptions(&mut self, key: usize) {
         let who = self.conns[key].at(key);
         let state = self.conns[key].session.take_subscriptions();

@@ -38,10 +38,11 @@ use crate::config::limits::TASK_WORK_PER_ENTER;
 use crate::config::BrokerConfig;
 use crate::conn::{Conn, Protocol};
 use crate::delivery::Sink;
-use crate::msg::ShardMsg;
+use crate::msg::{Name, ShardMsg};
 use crate::outbound::Wire;
 pub(crate) use crate::pending::PendingKind;
 use crate::pending::PendingReplies;
+use crate::session::SubKind;
 use crate::stats::{Counters, Latencies, StatsBoard};
 use crate::tables::{ConnRef, Local, Owned, Patterns};
 use mesh::MeshPort;
@@ -138,6 +139,8 @@ pub struct Shard {
     turn_exhausted: bool,
     /// Some connection waits for the next turn's budget: the shard must not sleep.
     budget_paused: bool,
+    /// Subscriptions of closed connections still to release (see `release_some`).
+    releasing: std::collections::VecDeque<(ConnRef, std::vec::IntoIter<(SubKind, Name)>)>,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     next_gen: u32,
@@ -221,6 +224,7 @@ impl Shard {
             turn_work: 0,
             turn_exhausted: false,
             budget_paused: false,
+            releasing: Default::default(),
             listeners,
             conns: Slab::with_capacity(per_shard),
             next_gen: 1,
@@ -286,6 +290,7 @@ impl Shard {
             let reaped = self.reap();
             self.drain_mesh();
             self.resume_stalled();
+            self.release_some();
             // Answers to requests go out before this turn's closes: a storm of peers leaving
             // at once would otherwise put thousands of closes (and their TCP work) ahead of
             // an operator's /healthz in the submission queue.
@@ -304,7 +309,8 @@ impl Shard {
                 || !self.dirty.is_empty()
                 || !self.urgent.is_empty()
                 || !self.to_close.is_empty()
-                || self.budget_paused;
+                || self.budget_paused
+                || !self.releasing.is_empty();
             timing_enter = true;
             let result = if !busy && self.mesh.endpoint().prepare_sleep() {
                 // Only this turn's own work: the enter below waits.

@@ -141,7 +141,7 @@ impl Shard {
         }
         self.counters.bytes_out += res as u64;
         conn.out.advance(res as usize);
-        if conn.paced.is_some() {
+        if conn.pacing() {
             let (_, mut sink) = self.local_and_sink();
             sink.feed_paced(key);
         }

@@ -13,6 +13,7 @@ use corecast_proto::resp::{encode, parse_command_resuming, Args};
 use super::{PendingKind, Shard};
 use crate::conn::Life;
 use crate::delivery::Format;
+use crate::pause::PauseReason;
 use crate::session::{RespSession, Session};
 use errors::lower;
 
@@ -24,6 +25,11 @@ impl Shard {
         // `Conn::resume`); each complete command resets it.
         let mut resume = self.resp_mut(key).resume;
         let mut pos = 0;
+        if self.conns[key].rare.is_some() && !self.continue_subs(key) {
+            self.args = args;
+            self.stall(key, PauseReason::Continuation);
+            return 0;
+        }
         while pos < data.len() {
             if let Some(reason) = self.pause_reason(key) {
                 self.stall(key, reason);
@@ -36,6 +42,14 @@ impl Shard {
                         self.resp_exec(key, &args);
                     }
                     self.charge_work(1);
+                    if self.conns[key]
+                        .rare
+                        .as_ref()
+                        .is_some_and(|r| r.pending_subs.is_some())
+                    {
+                        self.stall(key, PauseReason::Continuation);
+                        break;
+                    }
                     if self.conns[key].life != Life::Open {
                         pos = data.len();
                         break;

@@ -5,8 +5,10 @@ use corecast_proto::resp::{encode, Args};
 
 use super::super::{PendingKind, Shard};
 use super::errors::lower;
+use crate::config::limits::SUBSCRIPTIONS_PER_TURN;
+use crate::conn::Life;
 use crate::msg::{MessageView, Name, Ns, Query};
-use crate::session::SubKind;
+use crate::session::{PendingSubs, SubKind};
 
 /// Redis 7's `PUBSUB HELP`, line for line.
 const PUBSUB_HELP: &[&str] = &[
@@ -29,47 +31,56 @@ const PUBSUB_HELP: &[&str] = &[
 impl Shard {
     /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: one confirmation per name, each sent once the
     /// subscription is active (held until the owner, or every shard for a pattern, knows).
+    /// More names than `SUBSCRIPTIONS_PER_TURN` go on in later turns (see `continue_subs`).
     pub(super) fn cmd_subscribe(&mut self, key: usize, args: &Args, kind: SubKind) {
+        if args.len() - 1 > SUBSCRIPTIONS_PER_TURN {
+            let names: Vec<Name> = args.iter().skip(1).map(Name::from).collect();
+            return self.start_pending_subs(key, kind, true, names);
+        }
+        for name in args.iter().skip(1) {
+            self.subscribe_name(key, kind, name);
+        }
+    }
+
+    /// One name of a SUBSCRIBE: checks, registration, confirmation.
+    fn subscribe_name(&mut self, key: usize, kind: SubKind, name: &[u8]) {
         let resp3 = self.resp3(key);
         let word = reply_word(kind, true);
-        for name in args.iter().skip(1) {
-            let held = self.resp_mut(key).subs.set(kind).contains(name);
-            if self.refused_past_limit(key, held) {
-                continue;
-            }
-            if !held {
-                let admitted = match kind {
-                    SubKind::Pattern => {
-                        let patterns = self.resp_mut(key).subs.set(kind).len();
-                        self.admit_pattern(name, patterns)
-                    }
-                    SubKind::Channel | SubKind::ShardChannel => self.admit_channel(name),
-                };
-                if let Err(refusal) = admitted {
-                    self.reply_error(key, &refusal.resp_error());
-                    continue;
+        let held = self.resp_mut(key).subs.set(kind).contains(name);
+        if self.refused_past_limit(key, held) {
+            return;
+        }
+        if !held {
+            let admitted = match kind {
+                SubKind::Pattern => {
+                    let patterns = self.resp_mut(key).subs.set(kind).len();
+                    self.admit_pattern(name, patterns)
                 }
+                SubKind::Channel | SubKind::ShardChannel => self.admit_channel(name),
+            };
+            if let Err(refusal) = admitted {
+                return self.reply_error(key, &refusal.resp_error());
             }
-            let subs = &mut self.resp_mut(key).subs;
-            let name = Name::from(name);
-            let added = subs.insert(kind, name.clone());
-            let count = subs.count_for(kind) as i64;
-            let mut v = Vec::with_capacity(name.len() + 32);
-            encode::sub_reply(&mut v, word, Some(&name), count, resp3);
-            if added {
-                self.subscribe_one(key, kind, &name, Bytes::from(v));
-            } else {
-                self.reply(key, &v);
-            }
+        }
+        let subs = &mut self.resp_mut(key).subs;
+        let name = Name::from(name);
+        let added = subs.insert(kind, name.clone());
+        let count = subs.count_for(kind) as i64;
+        let mut v = Vec::with_capacity(name.len() + 32);
+        encode::sub_reply(&mut v, word, Some(&name), count, resp3);
+        if added {
+            self.subscribe_one(key, kind, &name, Bytes::from(v));
+        } else {
+            self.reply(key, &v);
         }
     }
 
     /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE: the names given, or every name of the kind;
-    /// one confirmation each (or one with a null name when there are none).
+    /// one confirmation each (or one with a null name when there are none). More names than
+    /// `SUBSCRIPTIONS_PER_TURN` go on in later turns.
     pub(super) fn cmd_unsubscribe(&mut self, key: usize, args: &Args, kind: SubKind) {
         let resp3 = self.resp3(key);
         let word = reply_word(kind, false);
-        let who = self.conns[key].at(key);
         let names: Vec<Name> = if args.len() > 1 {
             args.iter().skip(1).map(Name::from).collect()
         } else {
@@ -80,16 +91,73 @@ impl Shard {
             self.reply_with(key, |b| encode::sub_reply(b, word, None, count, resp3));
             return;
         }
+        if names.len() > SUBSCRIPTIONS_PER_TURN {
+            return self.start_pending_subs(key, kind, false, names);
+        }
         for name in names {
-            let subs = &mut self.resp_mut(key).subs;
-            let removed = subs.remove(kind, &name);
-            let count = subs.count_for(kind) as i64;
-            if removed {
-                self.unsubscribe_one(who, kind, &name);
+            self.unsubscribe_name(key, kind, &name);
+        }
+    }
+
+    /// One name of an UNSUBSCRIBE.
+    fn unsubscribe_name(&mut self, key: usize, kind: SubKind, name: &Name) {
+        let resp3 = self.resp3(key);
+        let word = reply_word(kind, false);
+        let who = self.conns[key].at(key);
+        let subs = &mut self.resp_mut(key).subs;
+        let removed = subs.remove(kind, name);
+        let count = subs.count_for(kind) as i64;
+        if removed {
+            self.unsubscribe_one(who, kind, name);
+        }
+        self.reply_with(key, |b| {
+            encode::sub_reply(b, word, Some(name), count, resp3)
+        });
+    }
+
+    /// Keeps the names of a big (UN)SUBSCRIBE on the connection and does the first slice;
+    /// `resp_process` pauses the connection's input until the rest is done, so the commands
+    /// behind it still run after it, in order.
+    fn start_pending_subs(&mut self, key: usize, kind: SubKind, subscribe: bool, names: Vec<Name>) {
+        self.conns[key].rare_mut().pending_subs = Some(PendingSubs {
+            kind,
+            subscribe,
+            names: names.into_iter(),
+        });
+        self.continue_subs(key);
+    }
+
+    /// Does up to `SUBSCRIPTIONS_PER_TURN` more names of the connection's pending
+    /// (UN)SUBSCRIBE (fewer if the turn's budget runs out). Returns whether it is done.
+    pub(in crate::shard) fn continue_subs(&mut self, key: usize) -> bool {
+        let Some(mut pending) = self.conns[key]
+            .rare
+            .as_mut()
+            .and_then(|r| r.pending_subs.take())
+        else {
+            return true;
+        };
+        for _ in 0..SUBSCRIPTIONS_PER_TURN {
+            let Some(name) = pending.names.next() else {
+                break;
+            };
+            if pending.subscribe {
+                self.subscribe_name(key, pending.kind, &name);
+            } else {
+                self.unsubscribe_name(key, pending.kind, &name);
             }
-            self.reply_with(key, |b| {
-                encode::sub_reply(b, word, Some(&name), count, resp3)
-            });
+            self.charge_work(1);
+            if self.turn_exhausted || self.conns[key].life != Life::Open {
+                break;
+            }
+        }
+        let conn = &mut self.conns[key];
+        if pending.names.len() > 0 && conn.life == Life::Open {
+            conn.rare_mut().pending_subs = Some(pending);
+            false
+        } else {
+            conn.tidy_rare();
+            true
         }
     }
 
