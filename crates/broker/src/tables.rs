@@ -328,6 +328,11 @@ pub struct Owned {
     history_bytes: usize,
     /// Bytes charged to the channel budget: names and entries (see [`OWNED_ENTRY_BYTES`]).
     bytes: usize,
+    /// Where the next sweep slice starts: (namespace, index).
+    sweep_at: (usize, usize),
+    /// This lap of the sweep drops subscribed channels' histories too (the last lap, dropping
+    /// only the others', left the shard over its history budget).
+    sweep_any: bool,
     /// Where the next search for idle channels to evict starts (a clock hand over the
     /// entries, so repeated evictions do not walk the same busy entries again).
     evict_at: [usize; 2],
@@ -350,6 +355,8 @@ impl Owned {
             history_bytes: 0,
             bytes: 0,
             evict_at: [0; 2],
+            sweep_at: (0, 0),
+            sweep_any: false,
             keep_idle: false,
         }
     }
@@ -480,67 +487,77 @@ impl Owned {
         evicted
     }
 
-    /// Expires history older than `cutoff_ns`, forgets channels left with no subscribers and
-    /// no history, and, while more than `max_bytes` of history remain, drops histories:
-    /// first those of channels nobody subscribes to, then of the others, the channels
-    /// published least recently first (so a spray of publishes to fresh channels cannot
-    /// take a subscribed channel's history). Returns the channels forgotten.
-    pub fn sweep(&mut self, cutoff_ns: u64, max_bytes: usize) -> usize {
-        let mut freed = 0;
+    /// One slice of the sweep: looks at up to `steps` entries from where the last slice
+    /// stopped, expiring history older than `cutoff_ns` and forgetting channels left with no
+    /// subscribers and no history (idle since before `cutoff_ns`). While more than
+    /// `max_bytes` of history are held it also drops the histories it passes: in a first lap
+    /// only those of channels nobody subscribes to; if a whole lap of those was not enough,
+    /// any. Returns the channels forgotten and whether the slice reached the end of the table
+    /// (the next slice starts a new lap). A table of a million channels is swept a few
+    /// thousand entries a turn instead of in one turn that held the shard for tens of ms.
+    pub fn sweep_step(&mut self, cutoff_ns: u64, max_bytes: usize, steps: usize) -> (usize, bool) {
         let mut forgotten = 0;
-        let mut names_freed = 0;
-        for map in &mut self.channels {
-            map.retain(|name, c| {
-                if let Some(h) = c.history.as_mut() {
-                    freed += h.expire(cutoff_ns);
-                    if h.is_empty() {
-                        c.history = None;
-                    }
-                }
-                let keep = !c.forgettable() || c.last_publish_ns >= cutoff_ns;
-                if !keep {
-                    forgotten += 1;
-                    names_freed += name.len() + OWNED_ENTRY_BYTES;
-                }
-                keep
-            });
-        }
-        self.bytes -= names_freed.min(self.bytes);
-        self.history_bytes -= freed.min(self.history_bytes);
-        if self.history_bytes > max_bytes {
-            let mut by_age: Vec<(bool, u64, usize, usize)> = Vec::new();
-            for (ns, map) in self.channels.iter().enumerate() {
-                for (i, c) in map.values().enumerate() {
-                    if c.history.is_some() {
-                        by_age.push((c.total > 0, c.last_publish_ns, ns, i));
-                    }
-                }
+        let mut left = steps;
+        while left > 0 {
+            let ns = self.sweep_at.0;
+            if ns >= 2 {
+                // A lap done: the next one evicts subscribed histories only if this one,
+                // evicting the others, left the shard over budget.
+                self.sweep_any = self.history_bytes > max_bytes && !self.sweep_any;
+                self.sweep_at = (0, 0);
+                return (forgotten, true);
             }
-            by_age.sort_unstable();
-            for (_, _, ns, i) in by_age {
-                if self.history_bytes <= max_bytes {
+            let map = &mut self.channels[ns];
+            let at = self.sweep_at.1;
+            if at >= map.len() {
+                self.sweep_at = (ns + 1, 0);
+                continue;
+            }
+            left -= 1;
+            let over = self.history_bytes > max_bytes;
+            let Some((name, c)) = map.get_index_mut(at) else {
+                break;
+            };
+            if let Some(h) = c.history.as_mut() {
+                let mut freed = h.expire(cutoff_ns);
+                if over && (c.total == 0 || self.sweep_any) {
+                    // The position stays: resuming across any gap is a reset, never a
+                    // partial replay; the epoch ends only with the channel.
+                    freed += h.bytes();
+                    c.history = None;
+                } else if h.is_empty() {
+                    c.history = None;
+                }
+                self.history_bytes -= freed.min(self.history_bytes);
+            }
+            if c.forgettable() && c.last_publish_ns < cutoff_ns {
+                let name_len = name.len();
+                map.swap_remove_index(at);
+                self.bytes -= (name_len + OWNED_ENTRY_BYTES).min(self.bytes);
+                forgotten += 1;
+            } else {
+                self.sweep_at.1 = at + 1;
+            }
+        }
+        (forgotten, false)
+    }
+
+    /// A whole sweep at once (tests, and a shard with nothing else to do): laps of
+    /// [`Owned::sweep_step`] until the history budget holds or a lap has dropped any history
+    /// it needed to. Returns the channels forgotten.
+    pub fn sweep(&mut self, cutoff_ns: u64, max_bytes: usize) -> usize {
+        let mut forgotten = 0;
+        for _ in 0..2 {
+            loop {
+                let (f, done) = self.sweep_step(cutoff_ns, max_bytes, usize::MAX);
+                forgotten += f;
+                if done {
                     break;
                 }
-                if let Some((_, c)) = self.channels[ns].get_index_mut(i) {
-                    // The position stays: with no history, resuming across any gap is a
-                    // reset, never a partial replay; the epoch ends only with the channel.
-                    if let Some(h) = c.history.take() {
-                        self.history_bytes -= h.bytes().min(self.history_bytes);
-                    }
-                }
             }
-            let mut names_freed = 0;
-            for map in &mut self.channels {
-                map.retain(|name, c| {
-                    let keep = !c.forgettable();
-                    if !keep {
-                        forgotten += 1;
-                        names_freed += name.len() + OWNED_ENTRY_BYTES;
-                    }
-                    keep
-                });
+            if self.history_bytes <= max_bytes {
+                break;
             }
-            self.bytes -= names_freed.min(self.bytes);
         }
         forgotten
     }
@@ -765,10 +782,14 @@ mod tests {
     }
 
     #[test]
-    fn the_byte_budget_drops_the_least_recently_published_histories() {
+    fn the_byte_budget_drops_unsubscribed_histories_first() {
         let mut o = Owned::new(1, 4);
         o.keep_idle_channels(true);
-        let (a, b) = (Name::from(&b"a"[..]), Name::from(&b"b"[..]));
+        let (a, b, c) = (
+            Name::from(&b"a"[..]),
+            Name::from(&b"b"[..]),
+            Name::from(&b"c"[..]),
+        );
         o.apply(Ns::Plain, &a, 0, 1);
         o.apply(Ns::Plain, &b, 0, 1);
         for t in 0..4 {
@@ -778,15 +799,51 @@ mod tests {
             publish(&mut o, &b, 20 + t);
         }
         let per_channel = o.history_bytes() / 2;
+        // c, published last but with no subscriber, goes first.
+        for t in 0..4 {
+            publish(&mut o, &c, 30 + t);
+        }
+        o.sweep(0, 2 * per_channel);
+        assert_eq!(o.history_bytes(), 2 * per_channel);
+        assert!(o.get_mut(Ns::Plain, b"c").unwrap().1.history.is_none());
+        // Over budget with only subscribed histories left, a second lap drops one.
         o.sweep(0, per_channel);
         assert_eq!(o.history_bytes(), per_channel);
         let (_, ca) = o.get_mut(Ns::Plain, b"a").unwrap();
-        assert!(ca.history.is_none(), "a was published least recently");
+        assert!(ca.history.is_none(), "a comes first in the table");
         assert_eq!(
             ca.seq, 4,
             "its position stays: resuming it is a reset, not a new epoch"
         );
         assert!(o.get_mut(Ns::Plain, b"b").unwrap().1.history.is_some());
+    }
+
+    #[test]
+    fn the_sweep_goes_in_slices_and_laps() {
+        let mut o = Owned::new(1, 0);
+        o.keep_idle_channels(true);
+        let names: Vec<Name> = (0..100)
+            .map(|i| Name::from(format!("c{i}").as_bytes()))
+            .collect();
+        for n in &names {
+            publish(&mut o, n, 5);
+        }
+        let bytes_before = o.bytes();
+        assert!(bytes_before > 0);
+        // Every history is older than the cutoff: 10 entries a slice, eleven slices a lap.
+        let mut forgotten = 0;
+        let mut slices = 0;
+        loop {
+            let (f, done) = o.sweep_step(100, usize::MAX, 10);
+            forgotten += f;
+            slices += 1;
+            if done {
+                break;
+            }
+        }
+        assert_eq!((forgotten, slices), (100, 11));
+        assert!(o.is_empty());
+        assert_eq!((o.bytes(), o.history_bytes()), (0, 0));
     }
 
     #[test]

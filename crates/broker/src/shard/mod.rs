@@ -139,6 +139,8 @@ pub struct Shard {
     turn_exhausted: bool,
     /// Some connection waits for the next turn's budget: the shard must not sleep.
     budget_paused: bool,
+    /// A lap of the owned channels' sweep is under way (see `sweep_slice`).
+    sweeping: bool,
     /// Subscriptions of closed connections still to release (see `release_some`).
     releasing: std::collections::VecDeque<(ConnRef, std::vec::IntoIter<(SubKind, Name)>)>,
     listeners: Vec<Listener>,
@@ -225,6 +227,7 @@ impl Shard {
             turn_exhausted: false,
             budget_paused: false,
             releasing: Default::default(),
+            sweeping: false,
             listeners,
             conns: Slab::with_capacity(per_shard),
             next_gen: 1,
@@ -291,6 +294,7 @@ impl Shard {
             self.drain_mesh();
             self.resume_stalled();
             self.release_some();
+            self.sweep_slice();
             // Answers to requests go out before this turn's closes: a storm of peers leaving
             // at once would otherwise put thousands of closes (and their TCP work) ahead of
             // an operator's /healthz in the submission queue.
@@ -310,7 +314,8 @@ impl Shard {
                 || !self.urgent.is_empty()
                 || !self.to_close.is_empty()
                 || self.budget_paused
-                || !self.releasing.is_empty();
+                || !self.releasing.is_empty()
+                || self.sweeping;
             timing_enter = true;
             let result = if !busy && self.mesh.endpoint().prepare_sleep() {
                 // Only this turn's own work: the enter below waits.

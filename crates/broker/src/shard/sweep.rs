@@ -1,10 +1,12 @@
 //! Once-a-second work over every connection and owned channel: HTTP head deadlines
 //! (slowloris), WebSocket pings and their deadline, SSE heartbeats and `retry:` advice, the
-//! reconnect-storm detector (SSE streams opened per second), and history expiry and budget. One walk a second of a slab of
-//! tens of thousands of connections costs well under a millisecond, and needs no timer per
-//! connection.
+//! reconnect-storm detector (SSE streams opened per second), and history expiry and budget.
+//! One walk a second of a slab of tens of thousands of connections costs well under a
+//! millisecond, and needs no timer per connection; the owned channels, bounded by the
+//! channel-table budget but up to a million, are swept in slices over several turns.
 
 use super::Shard;
+use crate::config::limits::SWEEP_ENTRIES_PER_TURN;
 use crate::conn::Life;
 use crate::session::Session;
 
@@ -21,11 +23,23 @@ impl Shard {
         self.next_sweep_ns = self.now_ns + SWEEP_NS;
         self.detect_storm(elapsed_ns);
         self.sweep_connections();
+        // A new lap of the channel sweep, unless the last one is still going.
+        self.sweeping = true;
+    }
+
+    /// One slice of the owned channels' sweep (history expiry and budget, idle channels
+    /// forgotten), while a lap is going: at most `SWEEP_ENTRIES_PER_TURN` entries a turn.
+    pub(super) fn sweep_slice(&mut self) {
+        if !self.sweeping {
+            return;
+        }
         let ttl_ns = u64::from(self.cfg.history.ttl_s) * 1_000_000_000;
-        self.owned.sweep(
+        let (_, done) = self.owned.sweep_step(
             self.now_ns.saturating_sub(ttl_ns),
             self.cfg.history.max_bytes,
+            SWEEP_ENTRIES_PER_TURN,
         );
+        self.sweeping = !done;
         self.counters.history_bytes = self.owned.history_bytes() as u64;
     }
 
