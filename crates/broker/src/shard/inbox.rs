@@ -2,7 +2,7 @@
 //! turn, each message dispatched to the module that owns its job.
 
 use super::Shard;
-use crate::config::limits::DRAIN_BUDGET;
+use crate::config::limits::{DRAIN_BUDGET, TURN_INPUT_BUDGET_NS};
 use crate::delivery::Via;
 use crate::msg::{MessageView, ReplyValue, ShardMsg};
 
@@ -17,11 +17,26 @@ impl Shard {
 
     /// Handles this turn's messages from peers (a budget each) and from itself.
     pub(super) fn drain_mesh(&mut self) {
+        self.mesh_deferred = false;
+        let started_ns = corecast_runtime::clock::now_ns();
+        let mut handled = 0u32;
         for from in 0..self.shards {
             if from == self.id {
                 continue;
             }
             for _ in 0..DRAIN_BUDGET {
+                // Publishes from peers cost pattern matching like local ones. The mesh has a
+                // budget of its own, beside the clients' (so heavy client input cannot starve
+                // the replies and deliveries peers send): past it the rest stay in the ring
+                // for the next turn, and the shard does not sleep meanwhile.
+                handled += 1;
+                if handled & 15 == 0
+                    && corecast_runtime::clock::now_ns().saturating_sub(started_ns)
+                        > TURN_INPUT_BUDGET_NS
+                {
+                    self.mesh_deferred = true;
+                    break;
+                }
                 let Some(msg) = self.mesh.pop(from) else {
                     break;
                 };

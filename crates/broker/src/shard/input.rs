@@ -239,8 +239,8 @@ impl Shard {
         pause_reason(&self.conns[key], &self.cfg, congested)
     }
 
-    /// Charges `units` of work done for clients to this turn (a command is one, each
-    /// pattern a publish is matched against one more). Every 64 units the turn's time is
+    /// Charges `units` of work done for clients to this turn (a command is one, and one
+    /// more per 4 KiB it carries; each pattern a publish is matched against one more). Every 64 units the turn's time is
     /// read; past `TURN_INPUT_BUDGET_NS` client input waits for the next turn. Reading the
     /// clock only every 64 units keeps the check off the cost of a plain command.
     pub(super) fn charge_work(&mut self, units: u64) {

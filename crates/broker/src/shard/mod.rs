@@ -139,6 +139,8 @@ pub struct Shard {
     turn_exhausted: bool,
     /// Some connection waits for the next turn's budget: the shard must not sleep.
     budget_paused: bool,
+    /// Messages were left in a peer's ring because the turn's budget ran out.
+    mesh_deferred: bool,
     /// A lap of the owned channels' sweep is under way (see `sweep_slice`).
     sweeping: bool,
     /// Subscriptions of closed connections still to release (see `release_some`).
@@ -228,6 +230,7 @@ impl Shard {
             budget_paused: false,
             releasing: Default::default(),
             sweeping: false,
+            mesh_deferred: false,
             listeners,
             conns: Slab::with_capacity(per_shard),
             next_gen: 1,
@@ -315,7 +318,8 @@ impl Shard {
                 || !self.to_close.is_empty()
                 || self.budget_paused
                 || !self.releasing.is_empty()
-                || self.sweeping;
+                || self.sweeping
+                || self.mesh_deferred;
             timing_enter = true;
             let result = if !busy && self.mesh.endpoint().prepare_sleep() {
                 // Only this turn's own work: the enter below waits.
