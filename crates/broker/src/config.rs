@@ -60,6 +60,12 @@ pub mod limits {
     /// twelve million abandoned channels was swept in one 839 ms turn; 8192 entries are
     /// well under a millisecond.
     pub const SWEEP_ENTRIES_PER_TURN: usize = 8192;
+    /// Pattern matches one connection's publishes waiting for a remote owner may cost
+    /// together: the in-flight cap is this over the number of patterns (at most
+    /// `max_inflight_publishes`, at least 4). 4096 matches are about 25 ms of the owner's time
+    /// at the worst pattern shape (6 µs a match) and 40 µs at a typical one, so another
+    /// client's request waits at most that long behind them in the shards' ring.
+    pub const PATTERN_MATCHES_IN_FLIGHT: usize = 4096;
     /// Incomplete input below which a connection is not closed to bring the shard back
     /// under `max_unparsed_bytes_per_shard` (unless its own input passed the budget): a
     /// packet's tail is normal, and connections holding less cost at most

@@ -105,6 +105,10 @@ pub struct Conn {
     pub session: Session,
 }
 
+// An idle connection's cost starts here (docs/architecture.md, "Memory per connection"): a
+// field added to `Conn` is paid by every connection, so a change of size is a decision.
+const _: () = assert!(std::mem::size_of::<Conn>() == 152);
+
 /// State few connections ever have, behind one pointer, so an idle connection pays eight
 /// bytes for all of it.
 #[derive(Default)]

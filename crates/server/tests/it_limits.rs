@@ -701,3 +701,86 @@ fn a_canary_keeps_working_through_every_flood() {
     // it, and still far below what any of those floods did.
     assert!(p99 < Duration::from_millis(150), "canary p99 {p99:?}");
 }
+
+/// The shard a RESP connection landed on (CLIENT ID carries it in its top 16 bits).
+fn shard_of(c: &mut RespConn) -> u64 {
+    c.cmd(&[b"CLIENT", b"ID"]);
+    let reply = String::from_utf8(c.read_replies(1)).unwrap();
+    reply.trim_start_matches(':').trim().parse::<u64>().unwrap() >> 48
+}
+
+/// A channel name whose owner is shard `owner` of 2 (FNV-1a, as the broker hashes).
+fn owned_by(owner: u64, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for &b in n.as_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h % 2 == owner
+        })
+        .unwrap()
+}
+
+/// Publishes through another shard wait in one ring: a client pipelining costly publishes
+/// (each matched against 256 patterns on the owner) put every other client's publishes
+/// behind all of them. With patterns, a connection's publishes in flight are capped by the
+/// matching they cost, so another client of the same shard waits for a few of them only.
+#[test]
+fn costly_publishes_through_a_peer_do_not_queue_ahead_of_everyone() {
+    let _timed = timed();
+    let server = Server::start(2, &[]);
+    let mut holders = Vec::new();
+    for c in 0..4 {
+        let mut h = RespConn::connect(server.resp);
+        let mut cmd: Vec<Vec<u8>> = vec![b"PSUBSCRIBE".to_vec()];
+        for i in 0..64 {
+            let mut p = b"*".to_vec();
+            p.extend(format!("{c}{i:04}").as_bytes());
+            p.extend(vec![b'a'; 248]);
+            p.extend(b"b*");
+            cmd.push(p);
+        }
+        let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
+        h.cmd(&argv);
+        h.read_replies(64);
+        holders.push(h);
+    }
+    let mut flood = RespConn::connect(server.resp);
+    let shard = shard_of(&mut flood);
+    let mut canary = loop {
+        let mut c = RespConn::connect(server.resp);
+        if shard_of(&mut c) == shard {
+            break c;
+        }
+    };
+    // Both publish to channels the other shard owns: one ring carries both.
+    let mut heavy = owned_by(1 - shard, "a").into_bytes();
+    heavy.resize(1024, b'a');
+    let light = owned_by(1 - shard, "canary.");
+    let mut burst = Vec::new();
+    for _ in 0..400 {
+        burst.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$1024\r\n");
+        burst.extend_from_slice(&heavy);
+        burst.extend_from_slice(b"\r\n$1\r\nx\r\n");
+    }
+    let started = std::time::Instant::now();
+    flood.send(&burst);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        canary.cmd(&[b"PUBLISH", light.as_bytes(), b"x"]);
+        assert_eq!(canary.read_replies(1), b":0\r\n");
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(flood.read_replies(400), b":0\r\n".repeat(400));
+    let burst_time = started.elapsed();
+    eprintln!("burst of 400 through the peer: {burst_time:?}, slowest canary publish {slowest:?}");
+    assert!(
+        slowest < burst_time / 4,
+        "a publish waited {slowest:?} behind a burst of {burst_time:?}"
+    );
+}

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use corecast_runtime::RecvBuf;
 
 use super::{token, Shard};
-use crate::config::limits::{PAUSED_INPUT_BYTES, SHED_MIN_BYTES, TURN_INPUT_BUDGET_NS};
+use crate::config::limits::{
+    PATTERN_MATCHES_IN_FLIGHT, PAUSED_INPUT_BYTES, SHED_MIN_BYTES, TURN_INPUT_BUDGET_NS,
+};
 use crate::conn::Life;
 use crate::pause::{pause_reason, PauseReason};
 use crate::session::Session;
@@ -236,7 +238,20 @@ impl Shard {
             return Some(PauseReason::TurnBudget);
         }
         let congested = self.shared.congested.load(Ordering::Relaxed);
-        pause_reason(&self.conns[key], &self.cfg, congested)
+        let conn = &self.conns[key];
+        pause_reason(conn, &self.cfg, congested).or_else(|| {
+            (conn.out.held() >= self.inflight_publish_cap()).then_some(PauseReason::Publishes)
+        })
+    }
+
+    /// Publishes one connection may have waiting for a remote owner. Every publish is matched
+    /// against every pattern on its owner, and a peer's ring is one queue: a connection with
+    /// `max_inflight_publishes` costly publishes in flight put the owner's answers to every
+    /// other client of this shard behind all of them. So with patterns the cap shrinks to
+    /// about `PATTERN_MATCHES_IN_FLIGHT` matches' worth (16 publishes with 256 patterns).
+    pub(super) fn inflight_publish_cap(&self) -> usize {
+        let patterns = self.patterns.len().max(1);
+        (PATTERN_MATCHES_IN_FLIGHT / patterns).clamp(4, self.cfg.max_inflight_publishes.max(4))
     }
 
     /// Charges `units` of work done for clients to this turn (a command is one, and one
