@@ -24,7 +24,7 @@ pub struct Cli {
     /// Redis protocol listener [default: 0.0.0.0:6379].
     #[arg(long, value_name = "ADDR")]
     pub resp_listen: Option<SocketAddr>,
-    /// HTTP listener (/healthz, /stats, /metrics) [default: 0.0.0.0:8080].
+    /// HTTP listener: WebSocket /ws, SSE /sse, POST /pub, /stats, /metrics, /healthz, /dashboard [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
     /// A listener as PROTOCOL=ADDR (resp or http), repeatable; when given, only these (and
@@ -478,9 +478,12 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             ))
         }
     };
+    let log = cli.log.or(file.log).unwrap_or_else(|| "info".into());
+    // An invalid filter is an invalid value like any other (exit 2), not a silent `info`.
+    tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| bad("log", e))?;
     Ok(Settings {
         broker,
-        log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+        log,
         log_format,
         warnings,
     })
@@ -823,6 +826,21 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--sse-storm-streams-per-s"));
         assert!(!help.contains("--sse-storm-accepts-per-s"));
+    }
+
+    #[test]
+    fn an_invalid_log_filter_is_refused() {
+        let cli = Cli {
+            log: Some("nope=[".into()),
+            ..Cli::default()
+        };
+        let e = resolve(cli).err().unwrap();
+        assert!(e.0.contains("invalid value for log"), "{e}");
+        let cli = Cli {
+            log: Some("corecast=debug,warn".into()),
+            ..Cli::default()
+        };
+        assert!(resolve(cli).is_ok());
     }
 
     #[test]

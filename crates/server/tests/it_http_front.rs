@@ -797,3 +797,21 @@ fn a_websocket_subscriber_that_never_reads_is_disconnected_while_a_reader_gets_a
     }
     drop(stalled);
 }
+
+/// A person opening the HTTP port in a browser lands on the dashboard (a relative redirect,
+/// so a proxy's path prefix is kept); a client that does not follow it reads where things are.
+#[test]
+fn the_root_redirects_to_the_dashboard() {
+    let server = Server::start(1, &[]);
+    let mut c = HttpConn::connect(server.http);
+    let r = c.exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(r.header("location"), Some("dashboard"));
+    assert!(r.text().contains("/dashboard"), "{}", r.text());
+    let r = c.exchange(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    // The page it points to.
+    let (status, body) = http_get(server.http, "/dashboard");
+    assert_eq!(status, 200);
+    assert!(body.contains("<html"), "the dashboard page");
+}

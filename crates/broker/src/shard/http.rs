@@ -58,6 +58,12 @@ impl<'a> Answer<'a> {
     }
 }
 
+/// The body of `GET /`'s redirect, for a client that does not follow it: what is here.
+const ROOT_PAGE: &str = "corecast: the dashboard is at /dashboard\n\
+GET /ws (WebSocket, native JSON protocol), GET /sse?ch=NAME (Server-Sent Events),\n\
+POST /pub?ch=NAME (publish), GET /stats, /metrics, /healthz\n\
+docs: docs/protocols.md and docs/operations.md in the source repository\n";
+
 /// The answer to a publish that waited for its owner (`tag` holds the keep-alive flag).
 pub(super) fn encode_answer(value: PendingKind) -> Bytes {
     let PendingKind::Publish {
@@ -284,6 +290,12 @@ impl Shard {
             "/ws" if method == "GET" => return self.ws_upgrade(key, &head),
             "/sse" if method == "GET" => return self.sse_start(key, &head),
             "/healthz" if get => Answer::text(200, "OK", "ok\n"),
+            // A person who opens the HTTP port in a browser lands on the dashboard. The
+            // location is relative, so it also works behind a proxy's path prefix.
+            "/" if get => Answer {
+                extra: &["Location: dashboard"],
+                ..Answer::text(302, "Found", ROOT_PAGE)
+            },
             // Every answer carries `Cache-Control: no-store` and `X-Content-Type-Options:
             // nosniff` (see `response_with`); the page adds its policy and refuses frames
             // (`X-Frame-Options` for browsers that predate `frame-ancestors`).
@@ -316,7 +328,7 @@ impl Shard {
                 extra: &["Allow: GET"],
                 ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
             },
-            "/healthz" | "/stats" | "/metrics" | "/dashboard" => Answer {
+            "/" | "/healthz" | "/stats" | "/metrics" | "/dashboard" => Answer {
                 extra: &["Allow: GET, HEAD"],
                 ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
             },
