@@ -194,13 +194,16 @@ impl Sink<'_> {
         self.counters.frames_built += u64::from(std::mem::take(&mut frames.built));
     }
 
-    /// Queues the message for one subscriber, its frame built on first need.
-    fn deliver_one(&mut self, r: ConnRef, frames: &mut FrameCache<'_>) {
-        let Some(conn) = self
-            .conns
+    /// The connection at `r` if it is still that connection and open.
+    pub fn open_conn(&mut self, r: ConnRef) -> Option<&mut Conn> {
+        self.conns
             .get_mut(r.key as usize)
             .filter(|c| c.gen == r.gen && c.life == Life::Open)
-        else {
+    }
+
+    /// Queues the message for one subscriber, its frame built on first need.
+    fn deliver_one(&mut self, r: ConnRef, frames: &mut FrameCache<'_>) {
+        let Some(conn) = self.open_conn(r) else {
             return;
         };
         let format = conn.format;

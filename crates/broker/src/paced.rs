@@ -122,11 +122,7 @@ impl Sink<'_> {
     /// Starts pacing `list`, the replay of `channel`, for the subscriber at `r`, and queues
     /// as much of it as fits now.
     pub fn start_paced(&mut self, r: ConnRef, channel: Name, list: Arc<[Arc<Message>]>) {
-        let Some(conn) = self
-            .conns
-            .get_mut(r.key as usize)
-            .filter(|c| c.gen == r.gen && c.life == Life::Open)
-        else {
+        let Some(conn) = self.open_conn(r) else {
             return;
         };
         conn.rare_mut().paced.push(PacedReplay {

@@ -411,22 +411,7 @@ fn a_burst_of_costly_publishes_does_not_hold_the_shard() {
             "256",
         ],
     );
-    let mut holders = Vec::new();
-    for c in 0..4 {
-        let mut h = RespConn::connect(server.resp);
-        let mut cmd: Vec<Vec<u8>> = vec![b"PSUBSCRIBE".to_vec()];
-        for i in 0..256 {
-            let mut p = b"*".to_vec();
-            p.extend(format!("{c}{i:04}").as_bytes());
-            p.extend(vec![b'a'; 248]);
-            p.extend(b"b*");
-            cmd.push(p);
-        }
-        let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
-        h.cmd(&argv);
-        h.read_replies(256);
-        holders.push(h);
-    }
+    let _holders = costly_patterns(&server, 256);
     let channel = vec![b'a'; 1024];
     let mut p = RespConn::connect(server.resp);
     let mut burst_time = Duration::ZERO;
@@ -702,6 +687,29 @@ fn a_canary_keeps_working_through_every_flood() {
     assert!(p99 < Duration::from_millis(150), "canary p99 {p99:?}");
 }
 
+/// Four connections holding `per_connection` patterns each of the costliest shape at the
+/// default lengths: a 256-byte pattern whose middle (between its first and last `*`) is run
+/// over the whole channel, 5-6 µs a match against a 1024-byte channel.
+fn costly_patterns(server: &Server, per_connection: usize) -> Vec<RespConn> {
+    (0..4)
+        .map(|c| {
+            let mut h = RespConn::connect(server.resp);
+            let mut cmd: Vec<Vec<u8>> = vec![b"PSUBSCRIBE".to_vec()];
+            for i in 0..per_connection {
+                let mut p = b"*".to_vec();
+                p.extend(format!("{c}{i:04}").as_bytes());
+                p.extend(vec![b'a'; 248]);
+                p.extend(b"b*");
+                cmd.push(p);
+            }
+            let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
+            h.cmd(&argv);
+            h.read_replies(per_connection);
+            h
+        })
+        .collect()
+}
+
 /// The shard a RESP connection landed on (CLIENT ID carries it in its top 16 bits).
 fn shard_of(c: &mut RespConn) -> u64 {
     c.cmd(&[b"CLIENT", b"ID"]);
@@ -732,22 +740,7 @@ fn owned_by(owner: u64, prefix: &str) -> String {
 fn costly_publishes_through_a_peer_do_not_queue_ahead_of_everyone() {
     let _timed = timed();
     let server = Server::start(2, &[]);
-    let mut holders = Vec::new();
-    for c in 0..4 {
-        let mut h = RespConn::connect(server.resp);
-        let mut cmd: Vec<Vec<u8>> = vec![b"PSUBSCRIBE".to_vec()];
-        for i in 0..64 {
-            let mut p = b"*".to_vec();
-            p.extend(format!("{c}{i:04}").as_bytes());
-            p.extend(vec![b'a'; 248]);
-            p.extend(b"b*");
-            cmd.push(p);
-        }
-        let argv: Vec<&[u8]> = cmd.iter().map(Vec::as_slice).collect();
-        h.cmd(&argv);
-        h.read_replies(64);
-        holders.push(h);
-    }
+    let _holders = costly_patterns(&server, 64);
     let mut flood = RespConn::connect(server.resp);
     let shard = shard_of(&mut flood);
     let mut canary = loop {
