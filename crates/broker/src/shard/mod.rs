@@ -84,6 +84,9 @@ impl Shared {
     }
 }
 
+/// The reason in the close frame (1001) every WebSocket client gets at shutdown.
+const SHUTDOWN_CLOSE_REASON: &str = "server shutting down";
+
 /// A listening socket of this shard.
 pub struct Listener {
     /// Socket.
@@ -415,6 +418,19 @@ impl Shard {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            let conn = &mut self.conns[key];
+            // A WebSocket client learns why its connection ends (1001, going away) rather
+            // than seeing a bare TCP close (1006 in browsers). The close frame is queued
+            // behind what is already queued, which drains first as for every connection.
+            if conn.life == crate::conn::Life::Open
+                && matches!(&conn.session, crate::session::Session::Ws(s) if !s.close_sent)
+            {
+                self.ws_close(
+                    key,
+                    corecast_proto::ws::close_code::GOING_AWAY,
+                    SHUTDOWN_CLOSE_REASON,
+                );
+            }
             let conn = &mut self.conns[key];
             if conn.life == crate::conn::Life::Open {
                 conn.life = crate::conn::Life::CloseAfterFlush;
