@@ -34,6 +34,12 @@ impl ListenerSpec {
 pub mod limits {
     /// Connections the HTTP listener may open past `max_connections` (operations access).
     pub const HTTP_RESERVE_CONNECTIONS: usize = 64;
+    /// How long a shard's io_uring teardown, after the drain deadline, waits for the
+    /// operations it cancels (they usually end within microseconds). What is still in flight
+    /// then, such as a zero-copy send whose notification waits for a peer that never reads,
+    /// is leaked rather than waited for: the process is exiting. Part of the shutdown slack
+    /// documented in docs/operations.md (Shutdown).
+    pub const SHUTDOWN_CANCEL_GRACE_MS: u64 = 100;
     /// Idle send buffers a shard keeps for reuse.
     pub const SEND_POOL_MAX: usize = 1024;
     /// Messages taken from one peer's ring per loop turn, so one busy peer cannot starve the

@@ -31,8 +31,12 @@ pub struct Running {
 
 impl Running {
     /// Asks every shard to stop (they notice within one stats interval) and waits for them
-    /// to flush and exit.
+    /// to flush and exit: at most `shutdown_timeout_ms`, counted from this call, plus the
+    /// cancellation grace (`SHUTDOWN_CANCEL_GRACE_MS`).
     pub fn stop(self) {
+        self.shared
+            .stop_at_ns
+            .store(corecast_runtime::clock::now_ns(), Ordering::SeqCst);
         self.shared.stop.store(true, Ordering::SeqCst);
         for t in self.threads {
             let _ = t.join();

@@ -249,11 +249,54 @@ pub enum LogFormat {
     Json,
 }
 
+/// Reads the config file without ever blocking on it: a path that is not a regular file
+/// (or a symlink to one) is refused before it is opened, and the open itself is
+/// non-blocking, so a FIFO swapped in between the check and the open cannot block either
+/// (the open descriptor is checked again). A FIFO without a writer would otherwise hold the
+/// thread in `open` for ever, and on SIGHUP that thread is the one that takes SIGTERM.
+fn read_config_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |kind: std::fs::FileType| {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "something else"
+        };
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({what})"),
+        )
+    };
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Merges the file (if any) under the command line and validates everything.
 pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
     let file = match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = read_config_file(path)
                 .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
             toml::from_str::<FileConfig>(&text)
                 .map_err(|e| ConfigError(format!("invalid config {}: {e}", path.display())))?

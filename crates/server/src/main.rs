@@ -75,9 +75,17 @@ fn run(cli: config::Cli, settings: config::Settings, log_level: LogLevel) -> any
         tracing::info!(protocol = l.protocol.name(), addr = %l.addr, "listening");
     }
     tracing::info!(shards = running.shards(), "ready");
+    let mut reading: Option<PendingRead> = None;
     loop {
-        match wait_for_signal_or_failure(&signals, &running) {
-            Stop::Reload => reload(&cli, &mut running, &log_level, &mut log),
+        match wait_for_signal_or_failure(&signals, &running, &mut reading) {
+            Stop::Reload if reading.is_some() => {
+                tracing::warn!("reload: the previous reload is still reading the configuration; this SIGHUP is ignored");
+            }
+            Stop::Reload => reading = read_config(&cli),
+            Stop::Read(Ok(settings)) => apply(*settings, &mut running, &log_level, &mut log),
+            Stop::Read(Err(e)) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays");
+            }
             Stop::Signal(sig) => {
                 tracing::info!(signal = sig, "stopping: draining queued data");
                 running.stop();
@@ -96,22 +104,42 @@ fn run(cli: config::Cli, settings: config::Settings, log_level: LogLevel) -> any
     }
 }
 
+/// A reload's configuration being read on a helper thread.
+type PendingRead = std::sync::mpsc::Receiver<Result<Box<config::Settings>, String>>;
+
 /// SIGHUP: reads the configuration again (the same command line over the file as it is
-/// now) and applies what can change at run time; a file that does not parse or validate
-/// changes nothing, and the log says why.
-fn reload(
-    cli: &config::Cli,
+/// now) on a helper thread, so the thread that takes SIGTERM never waits on a file (a
+/// file that is not regular is refused without being read, but a regular file on a hung
+/// network mount can block a read too). The result comes back through the signal loop.
+fn read_config(cli: &config::Cli) -> Option<PendingRead> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cli = cli.clone();
+    let spawned = std::thread::Builder::new()
+        .name("corecast-reload".into())
+        .spawn(move || {
+            let _ = tx.send(
+                config::resolve(cli)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string()),
+            );
+        });
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: cannot start the thread that reads the configuration");
+            None
+        }
+    }
+}
+
+/// Applies what can change at run time from a reloaded configuration; a file that did not
+/// parse or validate never gets here (the log said why).
+fn apply(
+    settings: config::Settings,
     running: &mut corecast_broker::Running,
     log_level: &LogLevel,
     log: &mut String,
 ) {
-    let settings = match config::resolve(cli.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "reload refused; the running configuration stays");
-            return;
-        }
-    };
     for warning in &settings.warnings {
         tracing::warn!("reload: {warning}");
     }
@@ -161,19 +189,39 @@ fn raise_open_files_limit(max_connections: usize) {
 enum Stop {
     /// SIGHUP: reload the configuration and go on.
     Reload,
+    /// The configuration a reload read (or why it could not).
+    Read(Result<Box<config::Settings>, String>),
     /// SIGINT or SIGTERM.
     Signal(i32),
     /// A shard thread ended on its own (an io_uring error, a panic).
     ShardFailed(usize),
 }
 
-/// Waits for a signal, checking ten times a second that every shard is still running.
-fn wait_for_signal_or_failure(signals: &Signals, running: &corecast_broker::Running) -> Stop {
+/// Waits for a signal, checking ten times a second that every shard is still running, and
+/// a hundred times a second, while a reload reads the configuration, whether it is done.
+fn wait_for_signal_or_failure(
+    signals: &Signals,
+    running: &corecast_broker::Running,
+    reading: &mut Option<PendingRead>,
+) -> Stop {
     loop {
-        match signals.wait(100) {
+        match signals.wait(if reading.is_some() { 10 } else { 100 }) {
             Some(sig) if Signals::is_reload(sig) => return Stop::Reload,
             Some(sig) => return Stop::Signal(sig),
             None => {}
+        }
+        if let Some(rx) = reading {
+            match rx.try_recv() {
+                Ok(read) => {
+                    *reading = None;
+                    return Stop::Read(read);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    *reading = None;
+                    return Stop::Read(Err("the thread reading the configuration failed".into()));
+                }
+            }
         }
         if let Some(shard) = running.failed_shard() {
             return Stop::ShardFailed(shard);

@@ -1,7 +1,8 @@
 //! Life cycle of the real binary: SIGHUP reloads what can change at run time and logs what
 //! changed; a bad file keeps the running values and says why; options built at start-up are
-//! reported as needing a restart; logs are plain text (no colour codes) when stderr is not a
-//! terminal, and one JSON object a line with `--log-format json`.
+//! reported as needing a restart; a config path that is not a regular file (a FIFO) is
+//! refused without blocking, so SIGTERM still works after it; logs are plain text (no colour
+//! codes) when stderr is not a terminal, and one JSON object a line with `--log-format json`.
 
 mod support;
 
@@ -110,4 +111,98 @@ fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
     }
+}
+
+/// Makes a FIFO at `path` (with the `mkfifo` program, so the test needs no unsafe code).
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Before the fix the reload opened the file on the signal thread: a FIFO without a writer
+/// blocked that open for ever, and SIGTERM was never taken. Now a file that is not a
+/// regular one is refused without blocking (the running configuration stays), and SIGTERM
+/// after it stops the process as usual.
+#[test]
+fn a_reload_from_a_fifo_is_refused_and_sigterm_still_stops_the_process() {
+    for via_symlink in [false, true] {
+        let dir = std::env::temp_dir().join(format!(
+            "corecast-reload-fifo-{}-{via_symlink}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "sse_retry_ms = 1000\n").unwrap();
+        let mut server = Server::start(1, &["--config", path.to_str().unwrap()]);
+        assert_eq!(sse_retry(server.http), 1000);
+
+        std::fs::remove_file(&path).unwrap();
+        if via_symlink {
+            let fifo = dir.join("fifo");
+            mkfifo(&fifo);
+            std::os::unix::fs::symlink(&fifo, &path).unwrap();
+        } else {
+            mkfifo(&path);
+        }
+        server.signal(libc::SIGHUP);
+        // Give the reload time to start (and, before the fix, to block).
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        let status = server.terminate_within(Duration::from_secs(5));
+        let log = server.log();
+        let status = status.unwrap_or_else(|| panic!("no exit within 5 s of SIGTERM; log:\n{log}"));
+        assert!(status.success(), "{status}; log:\n{log}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(
+            log.contains("reload refused") && log.contains("not a regular file"),
+            "{log}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// A config path that is not a regular file is a start-up error (exit 2), not a hang.
+#[test]
+fn a_fifo_config_at_start_up_exits_2() {
+    let dir = std::env::temp_dir().join(format!("corecast-start-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    mkfifo(&path);
+    let out = dir.join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(["--config", path.to_str().unwrap()])
+        .args([
+            "--resp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("corecast did not exit within 5 s with a FIFO as its config");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not a regular file") && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -26,7 +26,7 @@ mod sweep;
 mod ws;
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use corecast_proto::resp::{Args, Limits};
@@ -34,7 +34,7 @@ use corecast_runtime::listener::shutdown_socket;
 use corecast_runtime::{Driver, DriverConfig, Event, MeshEndpoint};
 use slab::Slab;
 
-use crate::config::limits::TASK_WORK_PER_ENTER;
+use crate::config::limits::{SHUTDOWN_CANCEL_GRACE_MS, TASK_WORK_PER_ENTER};
 use crate::config::BrokerConfig;
 use crate::conn::{Conn, Protocol};
 use crate::delivery::Sink;
@@ -59,6 +59,10 @@ pub struct Shared {
     pub congested: AtomicUsize,
     /// Set by the signal handler thread.
     pub stop: AtomicBool,
+    /// When the stop was asked for (CLOCK_MONOTONIC ns), set before `stop`: the drain
+    /// deadline counts from it, not from when each shard notices, so the whole shutdown
+    /// stays within `shutdown_timeout_ms` plus the slack.
+    pub stop_at_ns: AtomicU64,
     /// A configuration reloaded at run time (SIGHUP), picked up at each shard's tick.
     pub reload: crate::reload::ConfigSlot,
     /// How a message crosses NUMA nodes (`relay.rs`): one handle per remote node.
@@ -79,11 +83,15 @@ impl Shared {
             connections: AtomicUsize::new(0),
             congested: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            stop_at_ns: AtomicU64::new(0),
             reload: Default::default(),
             relay,
         }
     }
 }
+
+/// The reason in the close frame (1001) every WebSocket client gets at shutdown.
+const SHUTDOWN_CLOSE_REASON: &str = "server shutting down";
 
 /// A listening socket of this shard.
 pub struct Listener {
@@ -346,8 +354,21 @@ impl Shard {
                 break;
             }
         }
-        // Every operation is cancelled and completed before any buffer it uses is freed.
-        if !self.io.shutdown(self.cfg.shutdown_timeout_ms) {
+        // Every operation is cancelled and completed before any buffer it uses is freed. At
+        // shutdown the wait is what is left of the drain deadline (if the loop ended early)
+        // plus a short grace, not another full `shutdown_timeout_ms`: an operation that
+        // cannot end (a zero-copy send's notification waits for a peer that never reads)
+        // would otherwise double the time to exit. A loop that ended on an error waits as
+        // long as a drain would.
+        let wait_ms = if self.stopping {
+            let left_ns = self
+                .stop_deadline_ns
+                .saturating_sub(corecast_runtime::clock::now_ns());
+            left_ns / 1_000_000 + SHUTDOWN_CANCEL_GRACE_MS
+        } else {
+            self.cfg.shutdown_timeout_ms
+        };
+        if !self.io.shutdown(wait_ms) {
             tracing::warn!(
                 shard = self.id,
                 in_flight = self.io.in_flight(),
@@ -365,8 +386,18 @@ impl Shard {
     }
 
     /// Submits queued operations and runs deferred completion work; waits for `want`
-    /// completions.
+    /// completions. While stopping, the wait ends at the drain deadline: with only slow
+    /// readers left nothing may complete before it, and the loop must end on time rather
+    /// than at the next stats tick.
     fn enter(&mut self, want: u32) -> std::io::Result<()> {
+        if self.stopping && want > 0 {
+            let left_ns = self
+                .stop_deadline_ns
+                .saturating_sub(corecast_runtime::clock::now_ns());
+            return self
+                .io
+                .enter_timeout(want, std::time::Duration::from_nanos(left_ns));
+        }
         self.io.enter(want)
     }
 
@@ -419,7 +450,12 @@ impl Shard {
 
     fn begin_shutdown(&mut self) {
         self.stopping = true;
-        self.stop_deadline_ns = self.now_ns + self.cfg.shutdown_timeout_ms * 1_000_000;
+        // From when the stop was asked for: this shard may notice it up to a tick later.
+        let asked = match self.shared.stop_at_ns.load(Ordering::SeqCst) {
+            0 => self.now_ns,
+            at => at.min(self.now_ns),
+        };
+        self.stop_deadline_ns = asked + self.cfg.shutdown_timeout_ms * 1_000_000;
         for l in std::mem::take(&mut self.listeners) {
             // shutdown(2) takes the socket out of the listening state at once, which ends
             // the multishot accept (closing alone would not: the ring holds a reference)
@@ -430,6 +466,19 @@ impl Shard {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            let conn = &mut self.conns[key];
+            // A WebSocket client learns why its connection ends (1001, going away) rather
+            // than seeing a bare TCP close (1006 in browsers). The close frame is queued
+            // behind what is already queued, which drains first as for every connection.
+            if conn.life == crate::conn::Life::Open
+                && matches!(&conn.session, crate::session::Session::Ws(s) if !s.close_sent)
+            {
+                self.ws_close(
+                    key,
+                    corecast_proto::ws::close_code::GOING_AWAY,
+                    SHUTDOWN_CLOSE_REASON,
+                );
+            }
             let conn = &mut self.conns[key];
             if conn.life == crate::conn::Life::Open {
                 conn.life = crate::conn::Life::CloseAfterFlush;

@@ -179,6 +179,9 @@ pub struct Driver<K: AsRef<[u8]> + 'static> {
     /// handed out first by the next `reap`.
     backlog: Vec<Event>,
     sq_stalls: u64,
+    /// A [`Driver::shutdown`] already waited and gave up on the ops left in flight: `Drop`
+    /// leaks them at once instead of waiting for them again.
+    gave_up: bool,
 }
 
 impl<K: AsRef<[u8]> + 'static> Driver<K> {
@@ -199,6 +202,7 @@ impl<K: AsRef<[u8]> + 'static> Driver<K> {
             overflow: VecDeque::new(),
             backlog: Vec::new(),
             sq_stalls: 0,
+            gave_up: false,
         };
         Ok((driver, features))
     }
@@ -423,8 +427,10 @@ impl<K: AsRef<[u8]> + 'static> Driver<K> {
     ///
     /// Completions reaped meanwhile are kept for the next [`Driver::reap`] (accepted fds,
     /// final send results). The driver stays usable, but this is meant for the end of its
-    /// life: `Drop` calls it too, and when ops remain in flight after the deadline, leaks
-    /// their memory (and the buffer ring) instead of freeing memory the kernel may still use.
+    /// life: `Drop` calls it too (unless a shutdown already gave up, so a caller's deadline
+    /// is not followed by another wait), and when ops remain in flight after the deadline,
+    /// leaks their memory (and the buffer ring) instead of freeing memory the kernel may
+    /// still use.
     pub fn shutdown(&mut self, timeout_ms: u64) -> bool {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         loop {
@@ -439,6 +445,7 @@ impl<K: AsRef<[u8]> + 'static> Driver<K> {
                     timeout_ms,
                     "io_uring ops still in flight at the shutdown deadline"
                 );
+                self.gave_up = true;
                 return false;
             }
             let wait = (deadline - now).min(SHUTDOWN_POLL);
@@ -613,7 +620,10 @@ impl<K: AsRef<[u8]> + 'static> Drop for Driver<K> {
     /// pooled batches go. If the kernel has not finished by the deadline, the in-flight ops'
     /// resources and the buffers are leaked (`mem::forget`), never freed under it.
     fn drop(&mut self) {
-        let clean = self.table.len() == 0 || self.shutdown(DROP_SHUTDOWN_TIMEOUT_MS);
+        // After a shutdown that gave up, the kernel had its chance: waiting again would only
+        // delay the caller (a process exit) by another DROP_SHUTDOWN_TIMEOUT_MS.
+        let clean =
+            self.table.len() == 0 || (!self.gave_up && self.shutdown(DROP_SHUTDOWN_TIMEOUT_MS));
         for event in self.backlog.drain(..) {
             // An accepted connection nobody will see: close it rather than leak the fd.
             if let Event::Completion(Completion {

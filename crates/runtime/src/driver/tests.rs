@@ -576,12 +576,16 @@ fn bad_buffer_configurations_are_refused() {
     assert!(Driver::<Vec<u8>>::new(config(4, 0)).is_err());
 }
 
-#[test]
-fn memory_the_kernel_may_still_read_is_leaked_not_freed_at_the_deadline() {
-    // A zero-copy send whose bytes sit in a send queue the peer's closed window keeps from
-    // draining: the send itself completes, but the kernel holds the pages until the
-    // notification, which no cancel can hasten. Drop must give up at its deadline and leak
-    // the buffer; freeing it would hand the kernel freed memory.
+/// A driver with one zero-copy send whose notification cannot come: its bytes sit in a send
+/// queue that the peer's closed window keeps from draining. Returns the driver, the
+/// buffer (the test's reference), its drop counter and the sockets (kept open).
+#[allow(clippy::type_complexity)]
+fn driver_with_a_stuck_notification() -> (
+    Driver<Counted>,
+    Rc<Vec<u8>>,
+    Rc<Cell<usize>>,
+    (TcpStream, TcpStream),
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
@@ -616,6 +620,16 @@ fn memory_the_kernel_may_still_read_is_leaked_not_freed_at_the_deadline() {
     assert!(c.more, "a notification is pending");
     events.clear();
 
+    (d, data, drops, (client, server))
+}
+
+#[test]
+fn memory_the_kernel_may_still_read_is_leaked_not_freed_at_the_deadline() {
+    // A zero-copy send whose bytes sit in a send queue the peer's closed window keeps from
+    // draining: the send itself completes, but the kernel holds the pages until the
+    // notification, which no cancel can hasten. Drop must give up at its deadline and leak
+    // the buffer; freeing it would hand the kernel freed memory.
+    let (d, data, drops, sockets) = driver_with_a_stuck_notification();
     let start = Instant::now();
     drop(d);
     assert!(start.elapsed() >= Duration::from_millis(DROP_SHUTDOWN_TIMEOUT_MS));
@@ -625,7 +639,26 @@ fn memory_the_kernel_may_still_read_is_leaked_not_freed_at_the_deadline() {
         "the buffer the kernel still holds was not freed"
     );
     assert_eq!(Rc::strong_count(&data), 2, "it is leaked for good");
-    drop((client, server));
+    drop(sockets);
+}
+
+#[test]
+fn drop_after_a_shutdown_that_gave_up_does_not_wait_again() {
+    // The shard calls shutdown with what is left of its drain deadline; before, Drop then
+    // waited DROP_SHUTDOWN_TIMEOUT_MS more for the same stuck notification, a second of
+    // extra time to exit.
+    let (mut d, data, drops, sockets) = driver_with_a_stuck_notification();
+    let start = Instant::now();
+    assert!(!d.shutdown(50), "the notification cannot come");
+    drop(d);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(DROP_SHUTDOWN_TIMEOUT_MS / 2),
+        "took {took:?}"
+    );
+    assert_eq!(drops.get(), 0, "still leaked, not freed");
+    assert_eq!(Rc::strong_count(&data), 2);
+    drop(sockets);
 }
 
 #[test]

@@ -161,10 +161,17 @@ impl Server {
 
     /// Sends SIGTERM and returns the exit status (bounded wait).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.terminate_within(Duration::from_secs(10))
+    }
+
+    /// Sends SIGTERM and returns the exit status if the process exits within `within`;
+    /// otherwise kills it and returns `None`. Polls every 5 ms, so the time to exit can be
+    /// measured around it.
+    pub fn terminate_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
@@ -174,7 +181,7 @@ impl Server {
                 let _ = child.wait();
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
