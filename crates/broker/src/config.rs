@@ -278,6 +278,11 @@ pub struct WsConfig {
     /// busy (1.15 billion frames in 20 s). 16: Autobahn's fragmentation cases send up to
     /// three, and no real client sends more than a couple.
     pub max_empty_fragments: u16,
+    /// Serve `GET /ws/echo`, a diagnostic endpoint that echoes every message back (text as
+    /// text, binary as binary) through the same handshake, frame decoder, limits, pings and
+    /// close path as `/ws`, so a conformance suite (Autobahn|Testsuite) can test them. Off
+    /// by default: it is no part of the protocol and costs a client's bandwidth twice.
+    pub echo: bool,
 }
 
 /// Server-Sent Events options.
@@ -340,6 +345,7 @@ impl Default for WsConfig {
             max_message_bytes: (1 << 20) + (4 << 10),
             ping_interval_s: 30,
             max_empty_fragments: corecast_proto::ws::DEFAULT_MAX_EMPTY_FRAGMENTS,
+            echo: false,
         }
     }
 }

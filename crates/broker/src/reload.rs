@@ -69,9 +69,11 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
     }
     // Built once at start-up: threads, listeners, rings and buffers.
     macro_rules! restart {
-        ($($field:ident),* $(,)?) => {$(
-            if format!("{:?}", old.$field) != format!("{:?}", new.$field) {
-                report.need_restart.push(stringify!($field).to_string());
+        ($($($field:ident).+),* $(,)?) => {$(
+            if format!("{:?}", old.$($field).+) != format!("{:?}", new.$($field).+) {
+                report
+                    .need_restart
+                    .push(stringify!($($field).+).replace(' ', ""));
             }
         )*};
     }
@@ -118,6 +120,8 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
         recv_buffers,
         recv_buffer_size,
         stats_interval_ms,
+        // Which routes the HTTP listener serves is fixed at start-up.
+        ws.echo,
     );
     (merged, report)
 }
@@ -167,6 +171,17 @@ mod tests {
         );
         assert_eq!(report.need_restart, ["recv_buffers"]);
         assert_eq!(merge(&old, &old).1, ReloadReport::default());
+    }
+
+    #[test]
+    fn the_echo_route_needs_a_restart() {
+        let old = BrokerConfig::default();
+        let mut new = old.clone();
+        new.ws.echo = true;
+        let (merged, report) = merge(&old, &new);
+        assert!(!merged.ws.echo);
+        assert_eq!(report.need_restart, ["ws.echo"]);
+        assert!(report.applied.is_empty());
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub struct Cli {
     /// Empty (zero-payload) frames one WebSocket message may have; more closes with 1008 [default: 16].
     #[arg(long)]
     pub ws_max_empty_fragments: Option<u16>,
+    /// Serve GET /ws/echo, a diagnostic WebSocket endpoint that echoes every message back
+    /// (for conformance suites such as Autobahn); off unless given.
+    #[arg(long)]
+    pub ws_echo: bool,
     /// Origins whose pages may open a WebSocket or SSE stream or POST /pub, comma-separated;
     /// others get 403, requests without Origin (non-browser clients) are allowed; empty
     /// allows any [default: empty].
@@ -196,6 +200,7 @@ pub struct FileConfig {
     ws_max_message_bytes: Option<usize>,
     ws_ping_interval_s: Option<u32>,
     ws_max_empty_fragments: Option<u16>,
+    ws_echo: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     /// Deprecated alias of `allowed_origins`.
     ws_allowed_origins: Option<Vec<String>>,
@@ -452,6 +457,8 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             max_message_bytes: pick!(ws_max_message_bytes, d.ws.max_message_bytes),
             ping_interval_s: pick!(ws_ping_interval_s, d.ws.ping_interval_s),
             max_empty_fragments: pick!(ws_max_empty_fragments, d.ws.max_empty_fragments),
+            // A flag turns it on; the file may too (there is no flag to turn it off).
+            echo: cli.ws_echo || file.ws_echo.unwrap_or(d.ws.echo),
         },
         sse: corecast_broker::config::SseConfig {
             heartbeat_s: pick!(sse_heartbeat_s, d.sse.heartbeat_s),

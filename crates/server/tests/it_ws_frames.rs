@@ -725,3 +725,91 @@ fn a_binary_message_gets_an_error_reply_and_the_connection_stays() {
     ws.send_text(r#"{"op":"ping","id":2}"#);
     assert_eq!(ws.json(), serde_json::json!({"op": "pong", "id": 2}));
 }
+
+// ----- the diagnostic echo route (`ws_echo`) -----
+
+/// Opens a WebSocket at `/ws/echo`, asserting the 101.
+fn echo_client(server: &Server) -> WsClient {
+    let mut conn = HttpConn::connect(server.http);
+    let req = ws_upgrade_request("").replacen("GET /ws ", "GET /ws/echo ", 1);
+    let r = conn.exchange(req.as_bytes());
+    assert_eq!(r.status, 101, "upgrade refused: {r:?}");
+    assert_eq!(r.header("sec-websocket-accept"), Some(WS_ACCEPT));
+    conn.into_ws()
+}
+
+#[test]
+fn ws_echo_is_off_by_default_and_404() {
+    let server = Server::start(1, &[]);
+    let mut conn = HttpConn::connect(server.http);
+    let req = ws_upgrade_request("").replacen("GET /ws ", "GET /ws/echo ", 1);
+    let r = conn.exchange(req.as_bytes());
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(http_get(server.http, "/ws/echo").0, 404);
+}
+
+#[test]
+fn ws_echo_sends_every_message_back_whole_and_of_its_kind() {
+    let mut server = Server::start(2, &["--ws-echo", "--ws-max-message-bytes", "200000"]);
+    let mut ws = echo_client(&server);
+    // Text as text, binary as binary, empty messages too.
+    ws.send_text("hello, ✓");
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.fin, f.rsv), (opcode::TEXT, true, 0), "{f:?}");
+    assert_eq!(f.payload, "hello, ✓".as_bytes());
+    assert!(ws.send_frame(opcode::BINARY, true, b"\x00\x01\xff"));
+    let f = ws.frame();
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (opcode::BINARY, &b"\x00\x01\xff"[..])
+    );
+    assert!(ws.send_frame(opcode::TEXT, true, b""));
+    assert_eq!(
+        ws.frame(),
+        support::WsFrame {
+            fin: true,
+            rsv: 0,
+            opcode: 1,
+            payload: vec![]
+        }
+    );
+    // A fragmented message, a code point split across fragments and a ping between them:
+    // the pong comes at once, the message once its last fragment is in, as one frame.
+    ws.send_raw(&frames(&[
+        (opcode::TEXT, false, b"ab\xe2"),
+        (opcode::PING, true, b"p"),
+        (opcode::CONTINUATION, false, b"\x9c"),
+        (opcode::CONTINUATION, true, b"\x93cd"),
+    ]));
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.payload.as_slice()), (opcode::PONG, &b"p"[..]));
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.fin), (opcode::TEXT, true), "{f:?}");
+    assert_eq!(f.payload, "ab✓cd".as_bytes());
+    // A message with a 64-bit length, in two fragments.
+    let big: Vec<u8> = (0..150_000u32).map(|i| (i * 7) as u8).collect();
+    ws.send_raw(&frames(&[
+        (opcode::BINARY, false, &big[..70_000]),
+        (opcode::CONTINUATION, true, &big[70_000..]),
+    ]));
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.payload.len()), (opcode::BINARY, big.len()));
+    assert!(f.payload == big, "the echo differs");
+    // The native protocol is not spoken here: a request is echoed, not answered.
+    ws.send_text(r#"{"op":"ping","id":1}"#);
+    assert_eq!(ws.frame().payload, br#"{"op":"ping","id":1}"#);
+    // The limits and the close path are /ws's.
+    let mut over = echo_client(&server);
+    over.send_raw(&cf(opcode::BINARY, true, &vec![0; 200_001]));
+    over.expect_close(TOO_BIG);
+    let mut bad = echo_client(&server);
+    bad.send_raw(&cf(opcode::TEXT, true, b"ok \xc0\xaf"));
+    bad.expect_close(INVALID_PAYLOAD);
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    assert!(ws.send_frame(opcode::CLOSE, true, &payload));
+    let (before, _) = ws.expect_close(1000);
+    assert!(before.is_empty(), "{before:?}");
+    // /ws still speaks the native protocol beside it.
+    assert_still_serving(&mut server);
+}
