@@ -158,6 +158,22 @@ fn invalid_utf8_in_a_text_message_closes_1007() {
 }
 
 #[test]
+fn invalid_utf8_inside_a_frame_still_arriving_closes_1007_at_once() {
+    // Autobahn 6.4.3: the first part of one text frame carries the invalid bytes; the close
+    // must come before the rest of the frame is sent.
+    let mut server = Server::start(1, &[]);
+    let mut payload = "κόσμε".as_bytes().to_vec();
+    payload.extend_from_slice(b"\xf4\x90\x80\x80");
+    payload.extend(std::iter::repeat_n(b'e', 1000));
+    let f = cf(opcode::TEXT, true, &payload);
+    let mut ws = WsClient::connect(server.http);
+    assert!(ws.send_raw(&f[..30]));
+    let (before, _) = ws.expect_close(INVALID_PAYLOAD);
+    assert!(before.is_empty(), "{before:?}");
+    assert_still_serving(&mut server);
+}
+
+#[test]
 fn invalid_utf8_split_across_fragments_closes_1007() {
     let mut server = Server::start(2, &[]);
     // A surrogate (ED A0 80): the lead byte alone is a fine prefix; the next fragment
