@@ -32,6 +32,10 @@ impl ListenerSpec {
 /// Limits that are not options: each is a fixed bound with the reason for its value. The
 /// options, with their defaults, are [`BrokerConfig`].
 pub mod limits {
+    /// Largest WebSocket frame header (2 bytes, an 8-byte length, the 4-byte mask): a frame
+    /// is decoded once it is whole in the connection's unparsed input, so
+    /// `max_unparsed_bytes` must hold this plus `ws.max_message_bytes`.
+    pub const WS_MAX_FRAME_HEADER: usize = corecast_proto::ws::MAX_FRAME_HEADER;
     /// Connections the HTTP listener may open past `max_connections` (operations access).
     pub const HTTP_RESERVE_CONNECTIONS: usize = 64;
     /// Idle send buffers a shard keeps for reuse.

@@ -28,6 +28,11 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
+/// Largest client frame header (RFC 6455 5.2): 2 bytes, an 8-byte extended length and the
+/// 4-byte mask. A connection's read buffer must hold this plus `max_message_bytes` for the
+/// largest frame the decoder accepts to be decoded at all.
+pub const MAX_FRAME_HEADER: usize = 14;
+
 /// Largest payload of a control frame (RFC 6455 5.5).
 const MAX_CONTROL: usize = 125;
 

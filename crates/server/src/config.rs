@@ -106,7 +106,8 @@ pub struct Cli {
     /// Time to send a complete request head before the connection closes (slowloris) [default: 10000].
     #[arg(long, value_name = "MS")]
     pub http_head_timeout_ms: Option<u64>,
-    /// Largest WebSocket message a client may send; more closes with 1009 [default: 1052672].
+    /// Largest WebSocket message a client may send; more closes with 1009. With 14 bytes of
+    /// frame header it must fit in max-unparsed-bytes [default: 1052672, at most max-unparsed-bytes - 14].
     #[arg(long, value_name = "BYTES")]
     pub ws_max_message_bytes: Option<usize>,
     /// Seconds between server pings; no pong by the next ping closes the socket; 0 turns pings off [default: 30].
@@ -377,6 +378,18 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         .max_bulk_len
         .or(file.max_bulk_len)
         .unwrap_or(d.max_bulk_len);
+    let max_unparsed_bytes = cli
+        .max_unparsed_bytes
+        .or(file.max_unparsed_bytes)
+        .unwrap_or(max_bulk_len + (64 << 10));
+    // A WebSocket frame is decoded only once it is whole in the connection's unparsed input,
+    // so the default message limit never passes what `max_unparsed_bytes` can hold (a small
+    // `max_bulk_len` lowers both); a value given explicitly is validated instead.
+    let ws_max_message_bytes = pick!(
+        ws_max_message_bytes,
+        d.ws.max_message_bytes
+            .min(max_unparsed_bytes.saturating_sub(WS_MAX_FRAME_HEADER))
+    );
     let broker = BrokerConfig {
         cpus,
         listeners,
@@ -394,10 +407,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .or(file.zerocopy_threshold)
             .unwrap_or(d.zerocopy_threshold),
         max_bulk_len,
-        max_unparsed_bytes: cli
-            .max_unparsed_bytes
-            .or(file.max_unparsed_bytes)
-            .unwrap_or(max_bulk_len + (64 << 10)),
+        max_unparsed_bytes,
         ring_capacity: cli
             .ring_capacity
             .or(file.ring_capacity)
@@ -454,7 +464,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             head_timeout_ms: pick!(http_head_timeout_ms, d.http.head_timeout_ms),
         },
         ws: corecast_broker::config::WsConfig {
-            max_message_bytes: pick!(ws_max_message_bytes, d.ws.max_message_bytes),
+            max_message_bytes: ws_max_message_bytes,
             ping_interval_s: pick!(ws_ping_interval_s, d.ws.ping_interval_s),
             max_empty_fragments: pick!(ws_max_empty_fragments, d.ws.max_empty_fragments),
             // A flag turns it on; the file may too (there is no flag to turn it off).
@@ -532,6 +542,10 @@ fn listener_table(
     }
     Ok(table)
 }
+
+/// Largest WebSocket frame header, which `max_unparsed_bytes` must hold besides the
+/// largest message (`ws_max_message_bytes`).
+const WS_MAX_FRAME_HEADER: usize = corecast_broker::config::limits::WS_MAX_FRAME_HEADER;
 
 /// Largest `max_channel_bytes` accepted.
 pub const MAX_CHANNEL_BYTES_ALLOWED: usize = 65536;
@@ -615,6 +629,24 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if b.ws.max_message_bytes < 128 {
         return Err(bad("ws_max_message_bytes", "must be at least 128"));
+    }
+    // The decoder takes a frame only once all of it is in the connection's unparsed input;
+    // a frame that cannot fit there passes `max_unparsed_bytes` first, and the connection
+    // is dropped at the TCP level with no close frame (`input_overflows`) instead of being
+    // closed with 1009.
+    if b.ws.max_message_bytes.saturating_add(WS_MAX_FRAME_HEADER) > b.max_unparsed_bytes {
+        return Err(bad(
+            "ws_max_message_bytes",
+            format!(
+                "ws_max_message_bytes ({}) + {WS_MAX_FRAME_HEADER} (the largest frame header) \
+                 must be at most max_unparsed_bytes ({}), so the largest frame fits in a \
+                 connection's unparsed input; raise max_unparsed_bytes to at least {} or \
+                 lower ws_max_message_bytes",
+                b.ws.max_message_bytes,
+                b.max_unparsed_bytes,
+                b.ws.max_message_bytes.saturating_add(WS_MAX_FRAME_HEADER)
+            ),
+        ));
     }
     if b.ws.max_empty_fragments == 0 {
         return Err(bad(
@@ -830,6 +862,52 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--sse-storm-streams-per-s"));
         assert!(!help.contains("--sse-storm-accepts-per-s"));
+    }
+
+    #[test]
+    fn the_websocket_message_limit_fits_in_the_unparsed_input() {
+        let with = |ws: Option<usize>, unparsed: Option<usize>, bulk: Option<usize>| {
+            resolve(Cli {
+                ws_max_message_bytes: ws,
+                max_unparsed_bytes: unparsed,
+                max_bulk_len: bulk,
+                max_pending_bytes: Some(40_000_000),
+                ..Cli::default()
+            })
+        };
+        // Over by one byte: refused, naming both options.
+        let e = with(Some(20_000_000), Some(20_000_000), None)
+            .err()
+            .unwrap();
+        assert!(
+            e.0.contains("ws_max_message_bytes (20000000)")
+                && e.0.contains("max_unparsed_bytes (20000000)")
+                && e.0.contains("20000014"),
+            "{e}"
+        );
+        let e = with(Some(2_000_000), Some(2_000_013), None).err().unwrap();
+        assert!(e.0.contains("max_unparsed_bytes"), "{e}");
+        // Exactly the frame header of room, and the Autobahn test's configuration
+        // (crates/server/tests/it_autobahn.rs; max_unparsed_bytes_per_shard stays 64 MiB).
+        let s = with(Some(2_000_000), Some(2_000_014), None).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, 2_000_000);
+        let s = with(Some(20_000_000), Some(20_000_014), None).unwrap();
+        assert_eq!(
+            (
+                s.broker.ws.max_message_bytes,
+                s.broker.max_unparsed_bytes,
+                s.broker.max_unparsed_bytes_per_shard
+            ),
+            (20_000_000, 20_000_014, 64 << 20)
+        );
+        // The defaults fit; the default limit follows a small max_bulk_len (whose
+        // max_unparsed_bytes default follows it) or max_unparsed_bytes.
+        let s = with(None, None, None).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, (1 << 20) + (4 << 10));
+        let s = with(None, None, Some(1024)).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, 1024 + 65536 - 14);
+        let s = with(None, Some(100_000), Some(1024)).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, 100_000 - 14);
     }
 
     #[test]

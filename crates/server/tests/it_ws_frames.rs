@@ -829,3 +829,58 @@ fn ws_echo_sends_every_message_back_whole_and_of_its_kind() {
     // /ws still speaks the native protocol beside it.
     assert_still_serving(&mut server);
 }
+
+#[test]
+fn a_message_limit_the_unparsed_input_cannot_hold_exits_2_naming_both_options() {
+    // The largest frame (14 bytes of header + the message) must fit in max_unparsed_bytes,
+    // else it would be dropped at the TCP level with no close frame.
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args([
+                "--resp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn corecast")
+    };
+    let out = run(&[
+        "--ws-max-message-bytes",
+        "20000000",
+        "--max-unparsed-bytes",
+        "20000000",
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ws_max_message_bytes") && err.contains("max_unparsed_bytes"),
+        "{err}"
+    );
+    // With the header's room it starts (and a 16 MiB frame is echoed whole, not dropped,
+    // as Autobahn's 9.* cases need: see it_autobahn.rs).
+    let mut server = Server::start(
+        1,
+        &[
+            "--ws-echo",
+            "--ws-max-message-bytes",
+            "20000000",
+            "--max-unparsed-bytes",
+            "20000014",
+            "--max-pending-bytes",
+            "40000000",
+        ],
+    );
+    let mut ws = echo_client(&server);
+    let big = vec![b'*'; 16 << 20];
+    assert!(ws.send_frame(opcode::BINARY, true, &big));
+    let f = ws.frame_within(Duration::from_secs(30)).expect("the echo");
+    assert_eq!((f.opcode, f.payload.len()), (opcode::BINARY, big.len()));
+    assert_eq!(server.stats()["total"]["input_overflows"], 0);
+    assert_still_serving(&mut server);
+}
