@@ -32,6 +32,11 @@ impl ListenerSpec {
 /// Limits that are not options: each is a fixed bound with the reason for its value. The
 /// options, with their defaults, are [`BrokerConfig`].
 pub mod limits {
+    /// Largest WebSocket frame header (2 bytes, an 8-byte length, the 4-byte mask): a frame
+    /// is decoded once it is whole in the connection's unparsed input, so a WebSocket
+    /// connection may hold this much beyond `max_unparsed_bytes` (which bounds the payload,
+    /// and so must be at least `ws.max_message_bytes`).
+    pub const WS_MAX_FRAME_HEADER: usize = corecast_proto::ws::MAX_FRAME_HEADER;
     /// Connections the HTTP listener may open past `max_connections` (operations access).
     pub const HTTP_RESERVE_CONNECTIONS: usize = 64;
     /// How long a shard's io_uring teardown, after the drain deadline, waits for the
@@ -290,6 +295,11 @@ pub struct WsConfig {
     /// busy (1.15 billion frames in 20 s). 16: Autobahn's fragmentation cases send up to
     /// three, and no real client sends more than a couple.
     pub max_empty_fragments: u16,
+    /// Serve `GET /ws/echo`, a diagnostic endpoint that echoes every message back (text as
+    /// text, binary as binary) through the same handshake, frame decoder, limits, pings and
+    /// close path as `/ws`, so a conformance suite (Autobahn|Testsuite) can test them. Off
+    /// by default: it is no part of the protocol and costs a client's bandwidth twice.
+    pub echo: bool,
 }
 
 /// Server-Sent Events options.
@@ -352,6 +362,7 @@ impl Default for WsConfig {
             max_message_bytes: (1 << 20) + (4 << 10),
             ping_interval_s: 30,
             max_empty_fragments: corecast_proto::ws::DEFAULT_MAX_EMPTY_FRAGMENTS,
+            echo: false,
         }
     }
 }

@@ -69,9 +69,11 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
     }
     // Built once at start-up: threads, listeners, rings and buffers.
     macro_rules! restart {
-        ($($field:ident),* $(,)?) => {$(
-            if format!("{:?}", old.$field) != format!("{:?}", new.$field) {
-                report.need_restart.push(stringify!($field).to_string());
+        ($($($field:ident).+),* $(,)?) => {$(
+            if format!("{:?}", old.$($field).+) != format!("{:?}", new.$($field).+) {
+                report
+                    .need_restart
+                    .push(stringify!($($field).+).replace(' ', ""));
             }
         )*};
     }
@@ -118,7 +120,22 @@ pub fn merge(old: &BrokerConfig, new: &BrokerConfig) -> (BrokerConfig, ReloadRep
         recv_buffers,
         recv_buffer_size,
         stats_interval_ms,
+        // Which routes the HTTP listener serves is fixed at start-up.
+        ws.echo,
     );
+    // A WebSocket frame's payload must fit in a connection's unparsed input
+    // (`max_unparsed_bytes`, which needs a restart): a larger message limit waits for the
+    // restart too.
+    if merged.ws.max_message_bytes > merged.max_unparsed_bytes {
+        merged.ws.max_message_bytes = old.ws.max_message_bytes;
+        report
+            .applied
+            .retain(|line| !line.starts_with("ws.max_message_bytes:"));
+        report.need_restart.push(format!(
+            "ws.max_message_bytes (it passes the running max_unparsed_bytes, {})",
+            merged.max_unparsed_bytes
+        ));
+    }
     (merged, report)
 }
 
@@ -167,6 +184,40 @@ mod tests {
         );
         assert_eq!(report.need_restart, ["recv_buffers"]);
         assert_eq!(merge(&old, &old).1, ReloadReport::default());
+    }
+
+    #[test]
+    fn a_message_limit_past_the_running_unparsed_limit_waits_for_a_restart() {
+        let old = BrokerConfig::default();
+        let mut new = old.clone();
+        new.max_unparsed_bytes = 30_000_000;
+        new.ws.max_message_bytes = 20_000_000;
+        new.ws.ping_interval_s = 10;
+        let (merged, report) = merge(&old, &new);
+        assert_eq!(merged.ws.max_message_bytes, old.ws.max_message_bytes);
+        assert_eq!(merged.ws.ping_interval_s, 10);
+        assert_eq!(report.applied, ["ws.ping_interval_s: 30 -> 10"]);
+        assert_eq!(report.need_restart.len(), 2, "{report:?}");
+        assert_eq!(report.need_restart[0], "max_unparsed_bytes");
+        assert!(report.need_restart[1].starts_with("ws.max_message_bytes"));
+        // Within the running limit it applies at once.
+        let mut new = old.clone();
+        new.ws.max_message_bytes = old.max_unparsed_bytes - 14;
+        assert_eq!(
+            merge(&old, &new).0.ws.max_message_bytes,
+            new.ws.max_message_bytes
+        );
+    }
+
+    #[test]
+    fn the_echo_route_needs_a_restart() {
+        let old = BrokerConfig::default();
+        let mut new = old.clone();
+        new.ws.echo = true;
+        let (merged, report) = merge(&old, &new);
+        assert!(!merged.ws.echo);
+        assert_eq!(report.need_restart, ["ws.echo"]);
+        assert!(report.applied.is_empty());
     }
 
     #[test]

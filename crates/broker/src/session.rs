@@ -225,6 +225,9 @@ pub struct WsSession {
     pub awaiting_pong: bool,
     /// A close frame has been sent: input is ignored until the client's close or EOF.
     pub close_sent: bool,
+    /// The connection came in on `/ws/echo` (option `ws_echo`): each message is sent back
+    /// as it came, instead of being read as a request of the native protocol.
+    pub echo: bool,
 }
 
 /// One channel of an SSE stream, in the order of the request's `ch` parameters.

@@ -28,6 +28,11 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
+/// Largest client frame header (RFC 6455 5.2): 2 bytes, an 8-byte extended length and the
+/// 4-byte mask. A connection's read buffer must hold this plus `max_message_bytes` for the
+/// largest frame the decoder accepts to be decoded at all.
+pub const MAX_FRAME_HEADER: usize = 14;
+
 /// Largest payload of a control frame (RFC 6455 5.5).
 const MAX_CONTROL: usize = 125;
 
@@ -530,9 +535,12 @@ enum State {
 /// It holds only the message being assembled (an unallocated `Vec` until the first data
 /// frame; a buffer over 64 KiB is freed once its message is consumed, so idle connections
 /// stay small), the size limit, and the UTF-8 validation state of a text message, so invalid
-/// UTF-8 is refused in the fragment where it occurs, even when a code point is split across
-/// fragments. Frames are consumed whole: the caller keeps at most one frame header (up to 14
-/// bytes) plus one frame's payload (at most `max_message_bytes`) in its read buffer.
+/// UTF-8 is refused at the first byte that makes it so: in the fragment where it occurs, even
+/// when a code point is split across fragments, and inside a frame that is still arriving
+/// (the payload bytes of an incomplete text frame are validated as they come, and the
+/// decoder remembers how far it got). Frames are consumed whole: the caller keeps at most
+/// one frame header (up to 14 bytes) plus one frame's payload (at most `max_message_bytes`)
+/// in its read buffer.
 ///
 /// Empty data frames are bounded too: each costs a frame's work but adds nothing to the
 /// message, so the size limit alone would let a client send them for ever (1.15 billion
@@ -546,6 +554,10 @@ enum State {
 pub struct Decoder {
     msg: Vec<u8>,
     max: usize,
+    /// Payload bytes of the incomplete text frame at the start of the caller's buffer that
+    /// were already fed to `utf8` (0 between frames). A u32 keeps the decoder in 48 bytes;
+    /// a frame longer than 4 GiB has the rest of its bytes checked once it is complete.
+    checked: u32,
     utf8: Utf8,
     state: State,
     /// Empty data frames in the current message.
@@ -565,6 +577,7 @@ impl Decoder {
         Decoder {
             msg: Vec::new(),
             max: max_message_bytes,
+            checked: 0,
             utf8: Utf8::START,
             state: State::Idle,
             empty: 0,
@@ -589,7 +602,12 @@ impl Decoder {
     /// message buffer. So the caller drops `consumed` bytes and loops while
     /// `consumed > 0` or an event came. Any split of the input works, down to one byte at
     /// a time, and gives the same events and errors as decoding it whole; an error is
-    /// reported as soon as the bytes received show it, even before the frame is complete.
+    /// reported as soon as the bytes received show it, even before the frame is complete
+    /// (invalid UTF-8 in the received part of a text frame's payload included).
+    ///
+    /// After `(0, None)` the next call must pass the same unconsumed bytes again, followed
+    /// by any that arrived since, as a read buffer does: the decoder remembers how much of
+    /// an incomplete text frame's payload it has validated and checks only what is new.
     ///
     /// A message still held from the previous [`Event::Message`] is dropped first, as if
     /// [`consume_message`](Self::consume_message) had been called.
@@ -673,11 +691,16 @@ impl Decoder {
         };
         let payload_at = mask_at + 4;
         let end = payload_at.saturating_add(len);
-        // The whole frame must be here; a partial one is left for the next call.
-        let (Some(Ok(mask)), Some(payload)) = (
-            input.get(mask_at..payload_at).map(<[u8; 4]>::try_from),
-            input.get(payload_at..end),
-        ) else {
+        let Some(Ok(mask)) = input.get(mask_at..payload_at).map(<[u8; 4]>::try_from) else {
+            return Ok((0, None));
+        };
+        // The whole frame must be here; a partial one is left for the next call, once the
+        // part of a text payload that is here has been validated.
+        let Some(payload) = input.get(payload_at..end) else {
+            if !control && self.is_text(op) {
+                let arrived = input.get(payload_at..).unwrap_or_default();
+                self.check_partial(arrived, mask)?;
+            }
             return Ok((0, None));
         };
         if control {
@@ -695,14 +718,15 @@ impl Decoder {
             };
             return Ok((end, Some(event)));
         }
-        let text = match self.state {
-            State::Assembling { text } => text,
-            _ => {
+        let text = self.is_text(op);
+        if !matches!(self.state, State::Assembling { .. }) {
+            // A new message (its first frame may have been validated in part already).
+            if self.checked == 0 {
                 self.utf8 = Utf8::START;
-                self.empty = 0;
-                op == opcode::TEXT
             }
-        };
+            self.empty = 0;
+        }
+        let checked = std::mem::take(&mut self.checked) as usize;
         if len == 0 {
             self.empty = self.empty.saturating_add(1);
             if self.empty > self.max_empty {
@@ -715,7 +739,7 @@ impl Decoder {
         apply_mask(fresh, mask);
         // Mark the message started before any error so the state stays coherent.
         self.state = State::Assembling { text };
-        if text && !self.utf8.feed(fresh) {
+        if text && !self.utf8.feed(fresh.get(checked..).unwrap_or_default()) {
             return Err(WsError::InvalidUtf8);
         }
         if !fin {
@@ -726,6 +750,52 @@ impl Decoder {
         }
         self.state = State::Complete;
         Ok((end, Some(Event::Message { text })))
+    }
+
+    /// Whether a data frame with opcode `op` belongs to a text message: a continuation
+    /// continues the message being assembled, a first frame says itself.
+    fn is_text(&self, op: u8) -> bool {
+        match self.state {
+            State::Assembling { text } => text,
+            _ => op == opcode::TEXT,
+        }
+    }
+
+    /// Validates the payload bytes of an incomplete text frame that arrived since the last
+    /// call (`arrived` holds all of them, still masked), so invalid UTF-8 is refused as soon
+    /// as its first wrong byte is in rather than when the frame completes.
+    fn check_partial(&mut self, arrived: &[u8], mask: [u8; 4]) -> Result<(), WsError> {
+        let from = self.checked as usize;
+        let Some(fresh) = arrived.get(from..) else {
+            return Ok(());
+        };
+        // Past 4 GiB the rest waits for the frame to complete.
+        let room = (u32::MAX - self.checked) as usize;
+        let fresh = fresh.get(..fresh.len().min(room)).unwrap_or_default();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        if self.checked == 0 && !matches!(self.state, State::Assembling { .. }) {
+            self.utf8 = Utf8::START;
+        }
+        // The mask phase of payload byte i is i % 4; chunks of a multiple of 4 keep it.
+        let mut phased = [0u8; 4];
+        for (i, m) in phased.iter_mut().enumerate() {
+            *m = mask[(from + i) % 4];
+        }
+        let mut buf = [0u8; 512];
+        for chunk in fresh.chunks(buf.len()) {
+            let Some(dst) = buf.get_mut(..chunk.len()) else {
+                break;
+            };
+            dst.copy_from_slice(chunk);
+            apply_mask(dst, phased);
+            if !self.utf8.feed(dst) {
+                return Err(WsError::InvalidUtf8);
+            }
+        }
+        self.checked += fresh.len() as u32;
+        Ok(())
     }
 
     /// The complete message after [`Event::Message`] (unmasked, fragments joined). Before
@@ -744,6 +814,7 @@ impl Decoder {
         }
         self.state = State::Idle;
         self.utf8 = Utf8::START;
+        self.checked = 0;
         self.empty = 0;
     }
 
@@ -1158,6 +1229,102 @@ mod tests {
                 assert_eq!(seen, vec![Seen::Msg(true, text.to_vec())]);
             }
         }
+    }
+
+    /// Feeds `input` to one decoder a byte at a time, the way a read buffer grows, and
+    /// returns how many bytes were in when the first error came (and the error).
+    fn first_error_at(input: &[u8], max: usize) -> Option<(usize, WsError)> {
+        let mut d = Decoder::new(max);
+        let mut start = 0;
+        for end in 1..=input.len() {
+            loop {
+                match d.decode(&input[start..end]) {
+                    Err(e) => return Some((end, e)),
+                    Ok((n, ev)) => {
+                        start += n;
+                        if matches!(ev, Some(Event::Message { .. })) {
+                            d.consume_message();
+                        }
+                        if n == 0 && ev.is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn invalid_utf8_fails_inside_a_frame_that_is_still_arriving() {
+        // Autobahn 6.4.3/6.4.4: one text frame sent in pieces, its payload broken in the
+        // middle. The error comes with the first byte that makes it invalid, not when the
+        // frame completes.
+        let good = "κόσμε".as_bytes();
+        for (bad, wrong_at) in [
+            (&b"\xf4\x90\x80\x80"[..], 1), // past U+10FFFF: the 0x90
+            (b"\xed\xa0\x80", 1),          // a surrogate: the 0xA0
+            (b"\xe0\x80\x80", 1),          // overlong: the 0x80
+            (b"\xc0\xaf", 0),              // never valid: the 0xC0
+            (b"\xff", 0),
+            (b"\xce\xba\x80", 2), // a stray continuation after a whole code point
+        ] {
+            for tail_len in [10, 200, 70_000] {
+                let mut payload = good.to_vec();
+                payload.extend_from_slice(bad);
+                payload.extend(std::iter::repeat_n(b'e', tail_len));
+                let f = cf(opcode::TEXT, true, &payload);
+                let header = f.len() - payload.len();
+                let at = first_error_at(&f, 1 << 20);
+                assert_eq!(
+                    at,
+                    Some((header + good.len() + wrong_at + 1, WsError::InvalidUtf8)),
+                    "{bad:?} + {tail_len}"
+                );
+                // The same in a continuation frame, after a first fragment.
+                let mut input = cf(opcode::TEXT, false, b"start ");
+                let first = input.len();
+                input.extend(cf(opcode::CONTINUATION, true, &payload));
+                assert_eq!(
+                    first_error_at(&input, 1 << 20),
+                    Some((
+                        first + header + good.len() + wrong_at + 1,
+                        WsError::InvalidUtf8
+                    )),
+                    "continuation {bad:?} + {tail_len}"
+                );
+                // Binary payloads are not UTF-8's business.
+                assert_eq!(
+                    first_error_at(&cf(opcode::BINARY, true, &payload), 1 << 20),
+                    None
+                );
+            }
+        }
+        // Code points cut anywhere by the reads, and a frame whose text ends in the middle
+        // of one that the next fragment completes, are fine.
+        let text = "a€𝄞é".repeat(50);
+        let mut input = cf(opcode::TEXT, false, &text.as_bytes()[..7]);
+        input.extend(cf(opcode::CONTINUATION, true, &text.as_bytes()[7..]));
+        input.extend(cf(opcode::TEXT, true, text.as_bytes()));
+        assert_eq!(first_error_at(&input, 1 << 20), None);
+        let (seen, err) = run_chunked(&input, 1, 1 << 20);
+        assert_eq!(err, None);
+        assert_eq!(
+            seen,
+            [
+                Seen::Msg(true, text.clone().into_bytes()),
+                Seen::Msg(true, text.into_bytes())
+            ]
+        );
+        // A sequence still open where the frame's bytes stop is not an error yet; the
+        // frame ending there is.
+        let f = cf(opcode::TEXT, true, b"ok \xf0\x9f\x98");
+        assert_eq!(
+            first_error_at(&f, 64),
+            Some((f.len(), WsError::InvalidUtf8))
+        );
+        let mut d = Decoder::new(64);
+        assert_eq!(d.decode(&f[..f.len() - 1]), Ok((0, None)));
     }
 
     #[test]

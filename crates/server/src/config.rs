@@ -106,7 +106,8 @@ pub struct Cli {
     /// Time to send a complete request head before the connection closes (slowloris) [default: 10000].
     #[arg(long, value_name = "MS")]
     pub http_head_timeout_ms: Option<u64>,
-    /// Largest WebSocket message a client may send; more closes with 1009 [default: 1052672].
+    /// Largest WebSocket message a client may send; more closes with 1009. With 14 bytes of
+    /// frame header it must fit in max-unparsed-bytes [default: 1052672, at most max-unparsed-bytes - 14].
     #[arg(long, value_name = "BYTES")]
     pub ws_max_message_bytes: Option<usize>,
     /// Seconds between server pings; no pong by the next ping closes the socket; 0 turns pings off [default: 30].
@@ -115,6 +116,10 @@ pub struct Cli {
     /// Empty (zero-payload) frames one WebSocket message may have; more closes with 1008 [default: 16].
     #[arg(long)]
     pub ws_max_empty_fragments: Option<u16>,
+    /// Serve GET /ws/echo, a diagnostic WebSocket endpoint that echoes every message back
+    /// (for conformance suites such as Autobahn); off unless given.
+    #[arg(long)]
+    pub ws_echo: bool,
     /// Origins whose pages may open a WebSocket or SSE stream or POST /pub, comma-separated;
     /// others get 403, requests without Origin (non-browser clients) are allowed; empty
     /// allows any [default: empty].
@@ -196,6 +201,7 @@ pub struct FileConfig {
     ws_max_message_bytes: Option<usize>,
     ws_ping_interval_s: Option<u32>,
     ws_max_empty_fragments: Option<u16>,
+    ws_echo: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     /// Deprecated alias of `allowed_origins`.
     ws_allowed_origins: Option<Vec<String>>,
@@ -415,6 +421,17 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
         .max_bulk_len
         .or(file.max_bulk_len)
         .unwrap_or(d.max_bulk_len);
+    let max_unparsed_bytes = cli
+        .max_unparsed_bytes
+        .or(file.max_unparsed_bytes)
+        .unwrap_or(max_bulk_len + (64 << 10));
+    // A WebSocket frame is decoded only once it is whole in the connection's unparsed input,
+    // so the default message limit never passes what `max_unparsed_bytes` can hold (a small
+    // `max_bulk_len` lowers both); a value given explicitly is validated instead.
+    let ws_max_message_bytes = pick!(
+        ws_max_message_bytes,
+        d.ws.max_message_bytes.min(max_unparsed_bytes)
+    );
     let broker = BrokerConfig {
         cpus,
         listeners,
@@ -432,10 +449,7 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             .or(file.zerocopy_threshold)
             .unwrap_or(d.zerocopy_threshold),
         max_bulk_len,
-        max_unparsed_bytes: cli
-            .max_unparsed_bytes
-            .or(file.max_unparsed_bytes)
-            .unwrap_or(max_bulk_len + (64 << 10)),
+        max_unparsed_bytes,
         ring_capacity: cli
             .ring_capacity
             .or(file.ring_capacity)
@@ -492,9 +506,11 @@ pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
             head_timeout_ms: pick!(http_head_timeout_ms, d.http.head_timeout_ms),
         },
         ws: corecast_broker::config::WsConfig {
-            max_message_bytes: pick!(ws_max_message_bytes, d.ws.max_message_bytes),
+            max_message_bytes: ws_max_message_bytes,
             ping_interval_s: pick!(ws_ping_interval_s, d.ws.ping_interval_s),
             max_empty_fragments: pick!(ws_max_empty_fragments, d.ws.max_empty_fragments),
+            // A flag turns it on; the file may too (there is no flag to turn it off).
+            echo: cli.ws_echo || file.ws_echo.unwrap_or(d.ws.echo),
         },
         sse: corecast_broker::config::SseConfig {
             heartbeat_s: pick!(sse_heartbeat_s, d.sse.heartbeat_s),
@@ -571,6 +587,10 @@ fn listener_table(
     }
     Ok(table)
 }
+
+/// Largest WebSocket frame header, which `max_unparsed_bytes` must hold besides the
+/// largest message (`ws_max_message_bytes`).
+const WS_MAX_FRAME_HEADER: usize = corecast_broker::config::limits::WS_MAX_FRAME_HEADER;
 
 /// Largest `max_channel_bytes` accepted.
 pub const MAX_CHANNEL_BYTES_ALLOWED: usize = 65536;
@@ -654,6 +674,23 @@ fn validate(b: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if b.ws.max_message_bytes < 128 {
         return Err(bad("ws_max_message_bytes", "must be at least 128"));
+    }
+    // The decoder takes a frame only once all of it is in the connection's unparsed input
+    // (a WebSocket connection may hold `WS_MAX_FRAME_HEADER` bytes of header beyond
+    // `max_unparsed_bytes`); a payload that cannot fit there passes the limit first, and the
+    // connection is dropped at the TCP level with no close frame (`input_overflows`) instead
+    // of being closed with 1009.
+    if b.ws.max_message_bytes > b.max_unparsed_bytes {
+        return Err(bad(
+            "ws_max_message_bytes",
+            format!(
+                "ws_max_message_bytes ({}) must be at most max_unparsed_bytes ({}), so the \
+                 largest frame fits in a connection's unparsed input (its {WS_MAX_FRAME_HEADER}-byte \
+                 header is allowed on top); raise max_unparsed_bytes or lower \
+                 ws_max_message_bytes",
+                b.ws.max_message_bytes, b.max_unparsed_bytes,
+            ),
+        ));
     }
     if b.ws.max_empty_fragments == 0 {
         return Err(bad(
@@ -884,6 +921,47 @@ mod tests {
             ..Cli::default()
         };
         assert!(resolve(cli).is_ok());
+    }
+
+    #[test]
+    fn the_websocket_message_limit_fits_in_the_unparsed_input() {
+        let with = |ws: Option<usize>, unparsed: Option<usize>, bulk: Option<usize>| {
+            resolve(Cli {
+                ws_max_message_bytes: ws,
+                max_unparsed_bytes: unparsed,
+                max_bulk_len: bulk,
+                max_pending_bytes: Some(40_000_000),
+                ..Cli::default()
+            })
+        };
+        // Over by one byte: refused, naming both options.
+        let e = with(Some(20_000_001), Some(20_000_000), None)
+            .err()
+            .unwrap();
+        assert!(
+            e.0.contains("ws_max_message_bytes (20000001)")
+                && e.0.contains("max_unparsed_bytes (20000000)"),
+            "{e}"
+        );
+        // Equal, as in the Autobahn test's configuration (crates/server/tests/it_autobahn.rs;
+        // max_unparsed_bytes_per_shard stays 64 MiB).
+        let s = with(Some(20_000_000), Some(20_000_000), None).unwrap();
+        assert_eq!(
+            (
+                s.broker.ws.max_message_bytes,
+                s.broker.max_unparsed_bytes,
+                s.broker.max_unparsed_bytes_per_shard
+            ),
+            (20_000_000, 20_000_000, 64 << 20)
+        );
+        // The defaults fit; the default limit follows a small max_bulk_len (whose
+        // max_unparsed_bytes default follows it) or max_unparsed_bytes.
+        let s = with(None, None, None).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, (1 << 20) + (4 << 10));
+        let s = with(None, None, Some(1024)).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, 1024 + 65536);
+        let s = with(None, Some(100_000), Some(1024)).unwrap();
+        assert_eq!(s.broker.ws.max_message_bytes, 100_000);
     }
 
     #[test]

@@ -689,6 +689,49 @@ fn python_websockets_receives_from_resp_http_and_websocket_publishers() {
 }
 
 #[test]
+fn python_websockets_gets_its_messages_back_from_the_echo_route() {
+    require_python(
+        "import websockets.asyncio.client",
+        "websockets (13 or later)",
+    );
+    let server = Server::start(1, &["--ws-echo"]);
+    // Text as text, binary as binary, a fragmented message whole, a 1 MiB message, a ping.
+    let script = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+async def main(url):
+    async with connect(url, max_size=None, compression=None) as ws:
+        await ws.send("h\u00e9llo \u2713")
+        got = await ws.recv()
+        assert got == "h\u00e9llo \u2713", repr(got)
+        await ws.send(b"\x00\x01\xff")
+        got = await ws.recv()
+        assert got == b"\x00\x01\xff", repr(got)
+        await ws.send(["frag", "men", "ted \u20ac"])
+        got = await ws.recv()
+        assert got == "fragmented \u20ac", repr(got)
+        big = bytes(range(256)) * 4096
+        await ws.send(big)
+        got = await ws.recv()
+        assert got == big, len(got)
+        await asyncio.wait_for(await ws.ping(b"p"), 5)
+    print("echo ok")
+asyncio.run(asyncio.wait_for(main(sys.argv[1]), 20))
+"#;
+    let url = format!("ws://{}/ws/echo", server.http);
+    let out = Command::new("python3")
+        .args(["-c", script, &url])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("echo ok"),
+        "python websockets against /ws/echo: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn python_websockets_resume_replays_exactly_the_gap() {
     let server = Server::start(2, &[]);
     let mut py = py_ws();

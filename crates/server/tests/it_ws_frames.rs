@@ -158,6 +158,22 @@ fn invalid_utf8_in_a_text_message_closes_1007() {
 }
 
 #[test]
+fn invalid_utf8_inside_a_frame_still_arriving_closes_1007_at_once() {
+    // Autobahn 6.4.3: the first part of one text frame carries the invalid bytes; the close
+    // must come before the rest of the frame is sent.
+    let mut server = Server::start(1, &[]);
+    let mut payload = "κόσμε".as_bytes().to_vec();
+    payload.extend_from_slice(b"\xf4\x90\x80\x80");
+    payload.extend(std::iter::repeat_n(b'e', 1000));
+    let f = cf(opcode::TEXT, true, &payload);
+    let mut ws = WsClient::connect(server.http);
+    assert!(ws.send_raw(&f[..30]));
+    let (before, _) = ws.expect_close(INVALID_PAYLOAD);
+    assert!(before.is_empty(), "{before:?}");
+    assert_still_serving(&mut server);
+}
+
+#[test]
 fn invalid_utf8_split_across_fragments_closes_1007() {
     let mut server = Server::start(2, &[]);
     // A surrogate (ED A0 80): the lead byte alone is a fine prefix; the next fragment
@@ -724,4 +740,147 @@ fn a_binary_message_gets_an_error_reply_and_the_connection_stays() {
     ws.sub("after-binary", 1);
     ws.send_text(r#"{"op":"ping","id":2}"#);
     assert_eq!(ws.json(), serde_json::json!({"op": "pong", "id": 2}));
+}
+
+// ----- the diagnostic echo route (`ws_echo`) -----
+
+/// Opens a WebSocket at `/ws/echo`, asserting the 101.
+fn echo_client(server: &Server) -> WsClient {
+    let mut conn = HttpConn::connect(server.http);
+    let req = ws_upgrade_request("").replacen("GET /ws ", "GET /ws/echo ", 1);
+    let r = conn.exchange(req.as_bytes());
+    assert_eq!(r.status, 101, "upgrade refused: {r:?}");
+    assert_eq!(r.header("sec-websocket-accept"), Some(WS_ACCEPT));
+    conn.into_ws()
+}
+
+#[test]
+fn ws_echo_is_off_by_default_and_404() {
+    let server = Server::start(1, &[]);
+    let mut conn = HttpConn::connect(server.http);
+    let req = ws_upgrade_request("").replacen("GET /ws ", "GET /ws/echo ", 1);
+    let r = conn.exchange(req.as_bytes());
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(http_get(server.http, "/ws/echo").0, 404);
+}
+
+#[test]
+fn ws_echo_sends_every_message_back_whole_and_of_its_kind() {
+    let mut server = Server::start(2, &["--ws-echo", "--ws-max-message-bytes", "200000"]);
+    let mut ws = echo_client(&server);
+    // Text as text, binary as binary, empty messages too.
+    ws.send_text("hello, ✓");
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.fin, f.rsv), (opcode::TEXT, true, 0), "{f:?}");
+    assert_eq!(f.payload, "hello, ✓".as_bytes());
+    assert!(ws.send_frame(opcode::BINARY, true, b"\x00\x01\xff"));
+    let f = ws.frame();
+    assert_eq!(
+        (f.opcode, f.payload.as_slice()),
+        (opcode::BINARY, &b"\x00\x01\xff"[..])
+    );
+    assert!(ws.send_frame(opcode::TEXT, true, b""));
+    assert_eq!(
+        ws.frame(),
+        support::WsFrame {
+            fin: true,
+            rsv: 0,
+            opcode: 1,
+            payload: vec![]
+        }
+    );
+    // A fragmented message, a code point split across fragments and a ping between them:
+    // the pong comes at once, the message once its last fragment is in, as one frame.
+    ws.send_raw(&frames(&[
+        (opcode::TEXT, false, b"ab\xe2"),
+        (opcode::PING, true, b"p"),
+        (opcode::CONTINUATION, false, b"\x9c"),
+        (opcode::CONTINUATION, true, b"\x93cd"),
+    ]));
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.payload.as_slice()), (opcode::PONG, &b"p"[..]));
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.fin), (opcode::TEXT, true), "{f:?}");
+    assert_eq!(f.payload, "ab✓cd".as_bytes());
+    // A message with a 64-bit length, in two fragments.
+    let big: Vec<u8> = (0..150_000u32).map(|i| (i * 7) as u8).collect();
+    ws.send_raw(&frames(&[
+        (opcode::BINARY, false, &big[..70_000]),
+        (opcode::CONTINUATION, true, &big[70_000..]),
+    ]));
+    let f = ws.frame();
+    assert_eq!((f.opcode, f.payload.len()), (opcode::BINARY, big.len()));
+    assert!(f.payload == big, "the echo differs");
+    // The native protocol is not spoken here: a request is echoed, not answered.
+    ws.send_text(r#"{"op":"ping","id":1}"#);
+    assert_eq!(ws.frame().payload, br#"{"op":"ping","id":1}"#);
+    // The limits and the close path are /ws's.
+    let mut over = echo_client(&server);
+    over.send_raw(&cf(opcode::BINARY, true, &vec![0; 200_001]));
+    over.expect_close(TOO_BIG);
+    let mut bad = echo_client(&server);
+    bad.send_raw(&cf(opcode::TEXT, true, b"ok \xc0\xaf"));
+    bad.expect_close(INVALID_PAYLOAD);
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    assert!(ws.send_frame(opcode::CLOSE, true, &payload));
+    let (before, _) = ws.expect_close(1000);
+    assert!(before.is_empty(), "{before:?}");
+    // /ws still speaks the native protocol beside it.
+    assert_still_serving(&mut server);
+}
+
+#[test]
+fn a_message_limit_the_unparsed_input_cannot_hold_exits_2_naming_both_options() {
+    // The largest frame's payload must fit in max_unparsed_bytes (its header may come on
+    // top), else it would be dropped at the TCP level with no close frame.
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .args([
+                "--resp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn corecast")
+    };
+    let out = run(&[
+        "--ws-max-message-bytes",
+        "20000001",
+        "--max-unparsed-bytes",
+        "20000000",
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ws_max_message_bytes") && err.contains("max_unparsed_bytes"),
+        "{err}"
+    );
+    // With the two equal it starts (and a 16 MiB frame is echoed whole, not dropped, as
+    // Autobahn's 9.* cases need: see it_autobahn.rs).
+    let mut server = Server::start(
+        1,
+        &[
+            "--ws-echo",
+            "--ws-max-message-bytes",
+            "20000000",
+            "--max-unparsed-bytes",
+            "20000000",
+            "--max-pending-bytes",
+            "40000000",
+        ],
+    );
+    let mut ws = echo_client(&server);
+    let big = vec![b'*'; 16 << 20];
+    assert!(ws.send_frame(opcode::BINARY, true, &big));
+    let f = ws.frame_within(Duration::from_secs(30)).expect("the echo");
+    assert_eq!((f.opcode, f.payload.len()), (opcode::BINARY, big.len()));
+    assert_eq!(server.stats()["total"]["input_overflows"], 0);
+    assert_still_serving(&mut server);
 }

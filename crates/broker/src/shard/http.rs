@@ -1,6 +1,6 @@
 //! The HTTP/1.1 front-end: request heads and bodies (sans-IO in `corecast_proto::http`),
 //! keep-alive and pipelining, and the routes: `POST /pub`, the upgrades to WebSocket
-//! (`GET /ws`, see `ws.rs`) and SSE (`GET /sse`, see `sse.rs`), and the operational
+//! (`GET /ws`, and the diagnostic `GET /ws/echo` when `ws_echo` is on, see `ws.rs`) and SSE (`GET /sse`, see `sse.rs`), and the operational
 //! `/healthz`, `/stats`, `/metrics` and `/dashboard` (a page built into the binary that
 //! draws `/stats` over time).
 
@@ -287,7 +287,10 @@ impl Shard {
         let dashboard_extra = [dashboard_csp(), "X-Frame-Options: DENY"];
         let answer = match head.path.as_str() {
             "/pub" if method == "POST" => return self.http_publish(key, &head),
-            "/ws" if method == "GET" => return self.ws_upgrade(key, &head),
+            "/ws" if method == "GET" => return self.ws_upgrade(key, &head, false),
+            "/ws/echo" if method == "GET" && self.cfg.ws.echo => {
+                return self.ws_upgrade(key, &head, true)
+            }
             "/sse" if method == "GET" => return self.sse_start(key, &head),
             "/healthz" if get => Answer::text(200, "OK", "ok\n"),
             // A person who opens the HTTP port in a browser lands on the dashboard. The
@@ -325,6 +328,10 @@ impl Shard {
                 ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
             },
             "/ws" | "/sse" => Answer {
+                extra: &["Allow: GET"],
+                ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
+            },
+            "/ws/echo" if self.cfg.ws.echo => Answer {
                 extra: &["Allow: GET"],
                 ..Answer::text(405, "Method Not Allowed", "method not allowed\n")
             },

@@ -9,6 +9,7 @@ use corecast_runtime::RecvBuf;
 use super::{token, Shard};
 use crate::config::limits::{
     PATTERN_MATCHES_IN_FLIGHT, PAUSED_INPUT_BYTES, SHED_MIN_BYTES, TURN_INPUT_BUDGET_NS,
+    WS_MAX_FRAME_HEADER,
 };
 use crate::conn::Life;
 use crate::pause::{pause_reason, PauseReason};
@@ -124,6 +125,10 @@ impl Shard {
             return;
         }
         let mut max = self.cfg.max_unparsed_bytes;
+        if matches!(conn.session, Session::Ws(_)) {
+            // A frame is decoded once whole: its header comes on top of the payload.
+            max += WS_MAX_FRAME_HEADER;
+        }
         if conn.stalled {
             max +=
                 usize::from(self.cfg.recv_buffers) * self.cfg.recv_buffer_size + PAUSED_INPUT_BYTES;

@@ -35,9 +35,9 @@ pub(super) fn encode_answer(value: PendingKind) -> Bytes {
 }
 
 impl Shard {
-    /// `GET /ws`: validates the handshake (and the origin), answers 101 and turns the
-    /// connection into a WebSocket.
-    pub(super) fn ws_upgrade(&mut self, key: usize, head: &RequestHead) {
+    /// `GET /ws` (or `GET /ws/echo` with `echo`, see option `ws_echo`): validates the
+    /// handshake (and the origin), answers 101 and turns the connection into a WebSocket.
+    pub(super) fn ws_upgrade(&mut self, key: usize, head: &RequestHead, echo: bool) {
         let accept = match ws::check_upgrade(head) {
             Ok(a) => a,
             Err(e) => {
@@ -71,6 +71,7 @@ impl Shard {
             next_ping_ns: self.now_ns + interval_ns,
             awaiting_pong: false,
             close_sent: false,
+            echo,
         }));
         self.counters.ws_upgrades += 1;
         self.mark_dirty(key);
@@ -127,12 +128,28 @@ impl Shard {
     fn ws_event(&mut self, key: usize, ev: Event) {
         match ev {
             Event::Message { text } => {
+                let Session::Ws(s) = &mut self.conns[key].session else {
+                    return;
+                };
+                if s.echo {
+                    // `/ws/echo`: the message goes back whole, as one frame of its kind, in a
+                    // buffer of its own (no shard buffer keeps a 16 MiB echo's capacity).
+                    let op = if text {
+                        ws::opcode::TEXT
+                    } else {
+                        ws::opcode::BINARY
+                    };
+                    let mut out = Vec::with_capacity(s.decoder.message().len() + 10);
+                    ws::frame(&mut out, op, s.decoder.message());
+                    s.decoder.consume_message();
+                    self.conns[key].out.push_frame(Bytes::from(out), 0);
+                    self.mark_dirty(key);
+                    return;
+                }
                 let mut msg = std::mem::take(&mut self.scratch);
                 msg.clear();
-                if let Session::Ws(s) = &mut self.conns[key].session {
-                    msg.extend_from_slice(s.decoder.message());
-                    s.decoder.consume_message();
-                }
+                msg.extend_from_slice(s.decoder.message());
+                s.decoder.consume_message();
                 if text {
                     self.ws_request(key, &msg);
                 } else {

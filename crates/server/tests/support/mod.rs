@@ -24,16 +24,22 @@ impl Server {
 
     /// Starts corecast with its open-files limit (soft and hard) set to `nofile`, if given.
     pub fn start_limited(shards: usize, extra: &[&str], nofile: Option<u64>) -> Server {
-        Self::start_with(shards, extra, nofile, &[])
+        Self::start_with(Some(shards), extra, nofile, &[])
     }
 
     /// Starts corecast with extra environment variables.
     pub fn start_env(shards: usize, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::start_with(shards, extra, None, env)
+        Self::start_with(Some(shards), extra, None, env)
+    }
+
+    /// Starts corecast with its default number of shards (one per CPU of the affinity
+    /// mask): only the loopback listeners and `extra` are given.
+    pub fn start_default_shards(extra: &[&str]) -> Server {
+        Self::start_with(None, extra, None, &[])
     }
 
     fn start_with(
-        shards: usize,
+        shards: Option<usize>,
         extra: &[&str],
         nofile: Option<u64>,
         env: &[(&str, &str)],
@@ -44,15 +50,16 @@ impl Server {
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let stderr = std::fs::File::create(&stderr_path).expect("create log");
-        let shards = shards.to_string();
+        let shards = shards.map(|n| n.to_string());
         let mut args = vec![
-            "--shards",
-            &shards,
             "--resp-listen",
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
         ];
+        if let Some(n) = &shards {
+            args.extend(["--shards", n.as_str()]);
+        }
         args.extend_from_slice(extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecast"));
         cmd.args(&args).stdout(Stdio::piped()).stderr(stderr);
