@@ -181,7 +181,37 @@ pub struct PendingSubs {
     /// SUBSCRIBE (or UNSUBSCRIBE).
     pub subscribe: bool,
     /// The names still to do, in the command's order.
-    pub names: std::vec::IntoIter<Name>,
+    pub names: PendingNames,
+}
+
+/// Where a pending (UN)SUBSCRIBE's names are.
+#[derive(Debug)]
+pub enum PendingNames {
+    /// In the command itself (a copy of its arguments, one buffer: no allocation per name
+    /// until its slice runs), from argument `next` on.
+    Args {
+        /// The command's arguments.
+        args: corecast_proto::resp::Args,
+        /// The next argument to do.
+        next: usize,
+    },
+    /// A list (UNSUBSCRIBE without arguments: the connection's own names).
+    Names(std::vec::IntoIter<Name>),
+}
+
+impl PendingNames {
+    /// Names left.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Args { args, next } => args.len().saturating_sub(*next),
+            Self::Names(n) => n.len(),
+        }
+    }
+
+    /// Whether none is left.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An HTTP/1.1 connection between requests, or inside one whose body is arriving.

@@ -497,6 +497,29 @@ fn a_huge_subscribe_runs_in_slices_and_in_order() {
         s["total"]["subscriptions"].as_u64() == Some(65536)
     });
     assert_eq!(s["total"]["channels"], 65536);
+    // The same names unsubscribed in one command, also in slices: the last confirmation
+    // counts 0, and the PING behind it comes after.
+    let mut cmd = subscribe_command("huge.", 65536);
+    cmd.splice(
+        ..cmd.iter().position(|&b| b == b'S').unwrap() + 9,
+        *b"*65537\r\n$11\r\nUNSUBSCRIBE",
+    );
+    cmd.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    c.send(&cmd);
+    let mut last = Vec::new();
+    for _ in 0..64 {
+        last = c.read_replies(1024);
+    }
+    assert!(
+        last.ends_with(b"$10\r\nhuge.65535\r\n:0\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&last[last.len() - 40..])
+    );
+    assert_eq!(
+        c.read_replies(1),
+        b"+PONG\r\n",
+        "not subscribed any more: a plain PONG"
+    );
 }
 
 /// Closing connections that hold 65,536 subscriptions each held both shards about 0.9 s.

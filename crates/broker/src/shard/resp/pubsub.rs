@@ -8,7 +8,7 @@ use super::errors::lower;
 use crate::config::limits::SUBSCRIPTIONS_PER_TURN;
 use crate::conn::Life;
 use crate::msg::{MessageView, Name, Ns, Query};
-use crate::session::{PendingSubs, SubKind};
+use crate::session::{PendingNames, PendingSubs, SubKind};
 
 /// Redis 7's `PUBSUB HELP`, line for line.
 const PUBSUB_HELP: &[&str] = &[
@@ -34,7 +34,10 @@ impl Shard {
     /// More names than `SUBSCRIPTIONS_PER_TURN` go on in later turns (see `continue_subs`).
     pub(super) fn cmd_subscribe(&mut self, key: usize, args: &Args, kind: SubKind) {
         if args.len() - 1 > SUBSCRIPTIONS_PER_TURN {
-            let names: Vec<Name> = args.iter().skip(1).map(Name::from).collect();
+            let names = PendingNames::Args {
+                args: args.clone(),
+                next: 1,
+            };
             return self.start_pending_subs(key, kind, true, names);
         }
         for name in args.iter().skip(1) {
@@ -81,6 +84,13 @@ impl Shard {
     pub(super) fn cmd_unsubscribe(&mut self, key: usize, args: &Args, kind: SubKind) {
         let resp3 = self.resp3(key);
         let word = reply_word(kind, false);
+        if args.len() - 1 > SUBSCRIPTIONS_PER_TURN {
+            let names = PendingNames::Args {
+                args: args.clone(),
+                next: 1,
+            };
+            return self.start_pending_subs(key, kind, false, names);
+        }
         let names: Vec<Name> = if args.len() > 1 {
             args.iter().skip(1).map(Name::from).collect()
         } else {
@@ -92,6 +102,7 @@ impl Shard {
             return;
         }
         if names.len() > SUBSCRIPTIONS_PER_TURN {
+            let names = PendingNames::Names(names.into_iter());
             return self.start_pending_subs(key, kind, false, names);
         }
         for name in names {
@@ -118,11 +129,17 @@ impl Shard {
     /// Keeps the names of a big (UN)SUBSCRIBE on the connection and does the first slice;
     /// `resp_process` pauses the connection's input until the rest is done, so the commands
     /// behind it still run after it, in order.
-    fn start_pending_subs(&mut self, key: usize, kind: SubKind, subscribe: bool, names: Vec<Name>) {
+    fn start_pending_subs(
+        &mut self,
+        key: usize,
+        kind: SubKind,
+        subscribe: bool,
+        names: PendingNames,
+    ) {
         self.conns[key].rare_mut().pending_subs = Some(PendingSubs {
             kind,
             subscribe,
-            names: names.into_iter(),
+            names,
         });
         self.continue_subs(key);
     }
@@ -138,13 +155,28 @@ impl Shard {
             return true;
         };
         for _ in 0..SUBSCRIPTIONS_PER_TURN {
-            let Some(name) = pending.names.next() else {
-                break;
-            };
-            if pending.subscribe {
-                self.subscribe_name(key, pending.kind, &name);
-            } else {
-                self.unsubscribe_name(key, pending.kind, &name);
+            match &mut pending.names {
+                PendingNames::Args { args, next } => {
+                    let Some(name) = args.get(*next) else {
+                        break;
+                    };
+                    *next += 1;
+                    if pending.subscribe {
+                        self.subscribe_name(key, pending.kind, name);
+                    } else {
+                        self.unsubscribe_name(key, pending.kind, &Name::from(name));
+                    }
+                }
+                PendingNames::Names(names) => {
+                    let Some(name) = names.next() else {
+                        break;
+                    };
+                    if pending.subscribe {
+                        self.subscribe_name(key, pending.kind, &name);
+                    } else {
+                        self.unsubscribe_name(key, pending.kind, &name);
+                    }
+                }
             }
             self.charge_work(1);
             if self.turn_exhausted || self.conns[key].life != Life::Open {
@@ -152,7 +184,7 @@ impl Shard {
             }
         }
         let conn = &mut self.conns[key];
-        if pending.names.len() > 0 && conn.life == Life::Open {
+        if !pending.names.is_empty() && conn.life == Life::Open {
             conn.rare_mut().pending_subs = Some(pending);
             false
         } else {
